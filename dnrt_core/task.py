@@ -74,7 +74,7 @@ class Task:
         return {}
 
     def example_inputs(self, data: TaskData, device: torch.device) -> tuple:
-        """Inputs for one no-grad forward that sizes lazy parameters (default: first train batch)."""
+        """Inputs for one no-grad forward that sizes lazy parameters (default: 1st train batch)."""
         batch = next(iter(self.train_batches(data, epoch=0)))
         inputs, _ = self.batch_inputs(batch, device)
         return inputs
@@ -91,13 +91,15 @@ class Task:
         return (x.to(device, non_blocking=True),), y.to(device, non_blocking=True)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, data: TaskData) -> torch.Tensor:
-        return F.cross_entropy(outputs, targets, ignore_index=-1)
+        """Cross-entropy; ignores label -1; ``train.label_smoothing`` via ``data.state``."""
+        smoothing = float(data.state.get("label_smoothing", 0.0))
+        return F.cross_entropy(outputs, targets, ignore_index=-1, label_smoothing=smoothing)
 
     @torch.no_grad()
     def evaluate(
         self, model: nn.Module, data: TaskData, split: str, device: torch.device
     ) -> dict[str, float]:
-        """Metrics of ``model`` on ``split``; default: loss, top-1, top-5 over the split's loader."""
+        """Metrics of ``model`` on ``split``; default: loss, top-1, top-5 of its loader."""
         return evaluate_classification(
             model, data.splits[split], lambda b: self.batch_inputs(b, device), data.num_classes
         )
@@ -108,6 +110,11 @@ class Task:
 
     def format_report(self, metrics: dict[str, float]) -> str:
         """The line(s) printed at the end of a run / by ``dnrt eval``."""
-        keys = [k for k in ("top1", "top5", "auc", "ap", "loss") if k in metrics]
-        return "  ".join(f"{k}={metrics[k]:.4f}" if k == "loss" else f"{k}={metrics[k]:.2f}"
-                         if k.startswith("top") else f"{k}={metrics[k]:.4f}" for k in keys)  # fmt: skip
+        parts = []
+        for key in ("top1", "top5", "auc", "ap", "loss"):
+            value = metrics.get(key)
+            if isinstance(value, (int, float)):
+                parts.append(
+                    f"{key}={value:.2f}" if key.startswith("top") else f"{key}={value:.4f}"
+                )
+        return "  ".join(parts)

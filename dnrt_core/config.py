@@ -1,0 +1,200 @@
+"""Nested run configuration: engine defaults <- task defaults <- YAML file <- overrides.
+
+Keys are dotted paths (``train.lr``, ``mech.arr``). Only keys that exist in the
+engine or task defaults are accepted; an unknown key is an error naming the
+closest valid one.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "task": None,
+    "seed": 0,
+    "device": "auto",
+    "deterministic": False,
+    "data": {"dataset": None, "data_dir": None, "batch_size": 128, "num_workers": 0},
+    "model": {"name": None},
+    "mech": {
+        "act": None,  # None keeps the model's own activation
+        "arr": False,
+        "arr_lambda": 10.0,
+        "arr_momentum": 0.1,
+        "arr_sites": None,  # None = the paper's placement for the model family
+        "arr_pool": None,
+        "arr_target": "after",
+        "dpa": False,
+        "dpa_lambda": 1.0,
+        "dpa_momentum": 0.9,
+        "dpa_interval": 5,
+        "dpa_tau": 0.0,
+        "dpa_sites": None,
+    },
+    "train": {
+        "epochs": 10,
+        "lr": 5e-4,
+        "weight_decay": 0.05,
+        "opt": "adamw",
+        "sched": "cosine",
+        "warmup_epochs": 0,
+        "warmup_lr": 1e-6,
+        "min_lr": 1e-6,
+        "clip_grad": 1.0,
+        "amp": "auto",  # auto = on for CUDA, off on CPU
+        "label_smoothing": 0.0,
+        "skip_nonfinite": False,
+        "max_steps_per_epoch": None,
+        "stop_after_epoch": None,  # end this invocation early; --resume continues the schedule
+        "eval_every": 1,
+        "tensorboard": False,
+    },
+}
+
+# values that must be > 0 when set
+_POSITIVE = (
+    "data.batch_size",
+    "train.epochs",
+    "train.lr",
+    "train.eval_every",
+    "train.max_steps_per_epoch",
+    "train.stop_after_epoch",
+    "mech.arr_momentum",
+    "mech.dpa_interval",
+)
+_NON_NEGATIVE = (
+    "data.num_workers",
+    "train.weight_decay",
+    "train.warmup_epochs",
+    "train.clip_grad",
+    "mech.arr_lambda",
+    "mech.dpa_lambda",
+    "train.label_smoothing",
+)
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value (reported to the user in one line)."""
+
+
+def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``extra`` into a copy of ``base`` (new keys allowed: used for task defaults)."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def get(cfg: dict[str, Any], dotted: str, default: Any = None) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_key(cfg: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set an existing key; raise :class:`ConfigError` naming the closest key otherwise."""
+    valid = flatten(cfg)
+    if dotted not in valid:
+        hint = difflib.get_close_matches(dotted, list(valid), n=1, cutoff=0.5)
+        msg = f"unknown config key {dotted!r}"
+        if hint:
+            msg += f" (did you mean {hint[0]!r}?)"
+        raise ConfigError(msg)
+    parts = dotted.split(".")
+    node = cfg
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def parse_value(text: str) -> Any:
+    """YAML scalar parsing for ``--set key=value`` (``1e-3`` -> float, ``null`` -> None)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            return value
+    return value
+
+
+def parse_set_options(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config sections")
+    return data
+
+
+def build_config(
+    task_defaults: dict[str, Any],
+    file_cfg: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Resolve the full config; every key of the file and of ``overrides`` must exist."""
+    cfg = deep_merge(ENGINE_DEFAULTS, task_defaults)
+    for key, value in flatten(file_cfg or {}).items():
+        if key == "task":
+            continue
+        set_key(cfg, key, value)
+    for key, value in (overrides or {}).items():
+        set_key(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    for key in _POSITIVE:
+        value = get(cfg, key)
+        if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+            raise ConfigError(f"{key} must be a positive number, got {value!r}")
+    for key in _NON_NEGATIVE:
+        value = get(cfg, key)
+        if value is not None and (not isinstance(value, (int, float)) or value < 0):
+            raise ConfigError(f"{key} must be >= 0, got {value!r}")
+    if not isinstance(get(cfg, "seed"), int):
+        raise ConfigError(f"seed must be an integer, got {get(cfg, 'seed')!r}")
+
+
+def dump_yaml(cfg: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -1,0 +1,161 @@
+"""Image classification: digits (embedded), CIFAR-10/100, ImageFolder (ImageNet layout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dnrt_core.activations import unknown_name_error
+from dnrt_core.data import make_loader
+from dnrt_core.task import Task, TaskData
+from dnrt_core.vision import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArrayImageDataset,
+    DataError,
+    build_transform,
+    cifar_num_classes,
+    load_cifar,
+    load_digits_images,
+)
+
+from .models import available_models, create_image_model
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+
+
+def _subset(images: np.ndarray, labels: np.ndarray, n: int | None, seed: int):
+    """A seeded, class-stratified subset of ``n`` samples (all when ``n`` is None)."""
+    if n is None or n >= len(labels):
+        return images, labels
+    from sklearn.model_selection import train_test_split
+
+    idx, _ = train_test_split(
+        np.arange(len(labels)), train_size=int(n), random_state=seed, stratify=labels
+    )
+    idx = np.sort(idx)
+    return images[idx], labels[idx]
+
+
+class ImageTask(Task):
+    name = "image"
+    description = "image classification (digits, CIFAR-10/100, ImageFolder) with timm/CNN models"
+    primary_metric = "top1"
+    # CIFAR has no official validation split; as in the papers, selection uses the test set
+    select_split = "test"
+    report_split = "test"
+
+    def default_config(self) -> dict[str, Any]:
+        return {
+            "data": {
+                "dataset": "digits",
+                "batch_size": 128,
+                "img_size": 32,
+                "train_subset": None,
+                "test_subset": None,
+                "weak_aug": False,
+                "auto_augment": "rand-m9-mstd0.5-inc1",
+                "color_jitter": 0.4,
+                "re_prob": 0.25,
+                "download": False,
+            },
+            "model": {"name": "vit_tiny", "drop_path": 0.1},
+            "train": {"epochs": 3, "lr": 1e-3, "warmup_epochs": 0},
+        }
+
+    def validate_config(self, cfg: dict[str, Any]) -> None:
+        data = cfg["data"]
+        if data["dataset"] not in DATASETS:
+            raise unknown_name_error("dataset", data["dataset"], list(DATASETS))
+        if cfg["model"]["name"] not in available_models():
+            raise unknown_name_error("model", cfg["model"]["name"], available_models())
+        for key in ("img_size", "train_subset", "test_subset"):
+            if data[key] is not None and int(data[key]) <= 0:
+                raise ValueError(f"data.{key} must be positive, got {data[key]}")
+        if data["dataset"] != "digits" and not data.get("data_dir"):
+            raise ValueError(f"dataset {data['dataset']!r} needs --data-dir")
+
+    # -- data
+    def _arrays(self, cfg: dict[str, Any], train: bool) -> tuple[np.ndarray, np.ndarray, int]:
+        data = cfg["data"]
+        name = data["dataset"]
+        if name == "digits":
+            images, labels = load_digits_images(train=train, seed=0, size=int(data["img_size"]))
+            return images, labels, 10
+        images, labels = load_cifar(data["data_dir"], name, train=train,
+                                    download=bool(data["download"]))  # fmt: skip
+        return images, labels, cifar_num_classes(name)
+
+    def setup(self, cfg: dict[str, Any], *, device: torch.device) -> TaskData:
+        data = cfg["data"]
+        seed = int(cfg["seed"])
+        size = int(data["img_size"])
+        if data["dataset"] == "imagefolder":
+            return self._setup_imagefolder(cfg, size, seed)
+        train_x, train_y, num_classes = self._arrays(cfg, train=True)
+        test_x, test_y, _ = self._arrays(cfg, train=False)
+        train_x, train_y = _subset(train_x, train_y, data["train_subset"], seed)
+        test_x, test_y = _subset(test_x, test_y, data["test_subset"], seed)
+        mean, std = CIFAR_MEAN, CIFAR_STD
+        train_tf = self._train_transform(data, size, mean, std)
+        test_tf = build_transform(False, size, mean=mean, std=std)
+        batch = int(data["batch_size"])
+        workers = int(data["num_workers"])
+        train_set = ArrayImageDataset(train_x, train_y, train_tf)
+        test_set = ArrayImageDataset(test_x, test_y, test_tf)
+        return TaskData(
+            num_classes=num_classes,
+            train=make_loader(train_set, batch, train=True, seed=seed, num_workers=workers),
+            splits={"test": make_loader(test_set, batch, train=False, num_workers=workers)},
+            info={"train_size": len(train_set), "test_size": len(test_set)},
+        )
+
+    def _train_transform(self, data: dict[str, Any], size: int, mean, std):
+        return build_transform(
+            True, size, mean=mean, std=std, weak_aug=bool(data["weak_aug"]),
+            auto_augment=data["auto_augment"], color_jitter=float(data["color_jitter"]),
+            re_prob=float(data["re_prob"]),
+        )  # fmt: skip
+
+    def _setup_imagefolder(self, cfg: dict[str, Any], size: int, seed: int) -> TaskData:
+        from torchvision.datasets import ImageFolder
+
+        data = cfg["data"]
+        root = Path(data["data_dir"]).expanduser()
+        folders = {}
+        for split, names in (("train", ("train",)), ("test", ("val", "test"))):
+            found = next((root / n for n in names if (root / n).is_dir()), None)
+            if found is None:
+                raise DataError(f"imagefolder needs {root}/{names[0]}/<class>/<images>")
+            folders[split] = found
+        train_tf = self._train_transform(data, size, IMAGENET_MEAN, IMAGENET_STD)
+        test_tf = build_transform(False, size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        train_set = ImageFolder(str(folders["train"]), transform=train_tf)
+        test_set = ImageFolder(str(folders["test"]), transform=test_tf)
+        if train_set.classes != test_set.classes:
+            raise DataError(f"{folders['train']} and {folders['test']} hold different classes")
+        batch, workers = int(data["batch_size"]), int(data["num_workers"])
+        return TaskData(
+            num_classes=len(train_set.classes),
+            train=make_loader(train_set, batch, train=True, seed=seed, num_workers=workers),
+            splits={"test": make_loader(test_set, batch, train=False, num_workers=workers)},
+            info={"train_size": len(train_set), "test_size": len(test_set)},
+        )
+
+    # -- model
+    def build_model(self, cfg: dict[str, Any], data: TaskData) -> nn.Module:
+        return create_image_model(
+            cfg["model"]["name"],
+            num_classes=data.num_classes,
+            img_size=int(cfg["data"]["img_size"]),
+            drop_path=float(cfg["model"]["drop_path"]),
+        )
+
+    def summary_extra(self, data: TaskData, metrics: dict[str, float]) -> dict[str, Any]:
+        return dict(data.info)
