@@ -330,7 +330,7 @@ class Trainer:
                     progress.advance(bar)
                     continue
                 raise NonFiniteLossError(
-                    f"loss is {float(loss)} at epoch {self.epoch + 1} step {step + 1}; "
+                    f"loss is {float(loss.detach())} at epoch {self.epoch + 1} step {step + 1}; "
                     f"stopped, last good checkpoint kept in {self.out} "
                     "(use --skip-nonfinite to skip such batches)"
                 )
@@ -488,6 +488,8 @@ def run(
     if resume:
         if out is None:
             raise RunError("--resume needs --out pointing at the run folder")
+        if not (Path(out) / "last.pt").exists():
+            raise RunError(f"nothing to resume: {Path(out) / 'last.pt'} does not exist")
         state = ckpt_io.load(Path(out) / "last.pt")
         cfg = copy.deepcopy(state["config"])
         cfg["train"]["stop_after_epoch"] = None
@@ -561,11 +563,17 @@ def run(
 
 
 def load_run(
-    checkpoint: str | Path, *, data_dir: str | None = None, device: str = "auto"
+    checkpoint: str | Path,
+    *,
+    data_dir: str | None = None,
+    device: str = "auto",
+    task: Task | None = None,
 ) -> tuple[Built, dict[str, Any]]:
-    """Rebuild the task, data and tuned model of a checkpoint and load its weights and memories."""
+    """Rebuild the task, data and tuned model of a checkpoint and load its weights and memories.
+
+    ``task`` defaults to the registered plugin named in the checkpoint."""
     state = ckpt_io.load(checkpoint)
-    task = load_task(str(state.get("task")))
+    task = task or load_task(str(state.get("task")))
     cfg = state["config"]
     if data_dir is not None:
         cfg["data"]["data_dir"] = data_dir
@@ -583,11 +591,15 @@ def load_run(
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path, *, data_dir: str | None = None, split: str | None = None,
+    checkpoint: str | Path,
+    *,
+    data_dir: str | None = None,
+    split: str | None = None,
     device: str = "auto",
-) -> tuple[Task, dict[str, Any]]:  # fmt: skip
+    task: Task | None = None,
+) -> tuple[Task, dict[str, Any]]:
     """Metrics of a saved run on ``split`` (default: the task's report split)."""
-    built, _ = load_run(checkpoint, data_dir=data_dir, device=device)
+    built, _ = load_run(checkpoint, data_dir=data_dir, device=device, task=task)
     split = split or built.task.report_split
     if split not in built.data.splits:
         raise RunError(f"unknown split {split!r}; valid: {', '.join(built.data.splits)}")
