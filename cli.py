@@ -45,8 +45,10 @@ def user_errors(func):
             _fail(
                 "interrupted; last.pt holds the last finished epoch (continue with --resume)", 130
             )
-        except (ValueError, FileNotFoundError, KeyError, TypeError) as exc:
-            text = str(exc).strip().strip("'\"") or type(exc).__name__
+        except KeyError as exc:  # str(KeyError) is the repr of the key
+            _fail(f"missing key {exc.args[0]!r}" if exc.args else "missing key")
+        except (ValueError, FileNotFoundError, TypeError) as exc:
+            text = str(exc).strip() or type(exc).__name__
             _fail(text.splitlines()[0])
 
     return wrapper
@@ -213,6 +215,181 @@ def eval_cmd(
 
     task, metrics = evaluate_checkpoint(checkpoint, data_dir=data_dir, split=split, device=device)
     typer.echo(task.format_report(metrics))
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _split_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+@app.command("compare")
+@user_errors
+def compare_cmd(
+    task: Annotated[str, typer.Argument(help="Task name (see `dnrt tasks`).")],
+    acts: Annotated[
+        str | None,
+        typer.Option(help="Mechanisms, comma-separated: e.g. relu,gelu,raa,gelu+arr,dnrt,dpa."),
+    ] = None,
+    models: Annotated[str | None, typer.Option(help="Models, comma-separated.")] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per cell (0..N-1).")] = 1,
+    out: Annotated[Path, typer.Option(help="Sweep folder (finished runs are reused).")] = Path(
+        "runs/compare"
+    ),
+    from_: Annotated[
+        Path | None, typer.Option("--from", help="Only rebuild the table from runs in DIR.")
+    ] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric (default: the task's).")] = None,
+    which: Annotated[str, typer.Option(help="final | best | best_val.")] = "final",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value (repeatable).")] = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    device: DeviceOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    weak_aug: Annotated[bool, typer.Option(help="Flip + normalise only (image tasks).")] = False,
+    imbalance: Annotated[float | None, typer.Option(help="Long-tail imbalance beta.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Graph backend: pyg or dgl.")] = None,
+) -> None:
+    """Run a mechanism × model × seed sweep and print the paper-style table (markdown + CSV)."""
+    import functools as ft
+
+    from dnrt_core import compare
+    from dnrt_core.engine import run
+
+    if from_ is None:
+        if not acts or not models:
+            _fail("--acts and --models are needed (or --from DIR to rebuild a table)")
+        options = {
+            k: v
+            for k, v in locals().items()
+            if k in TRAIN_OPTION_KEYS and k not in ("model", "seed")
+        }
+        base = _collect_overrides(options, set_)
+        plan = compare.plan_sweep(task, _split_list(acts), _split_list(models), seeds, out, base)
+        run_fn = ft.partial(run, task, config_file=config, quiet=True)
+        compare.run_sweep(plan, run_fn)
+        summaries = [compare._read_summary(r.run_dir / "summary.json") for r in plan]
+        source = out
+    else:
+        summaries = compare.load_summaries(from_)
+        if not summaries:
+            _fail(f"no finished runs (summary.json) under {from_}")
+        source = from_
+    table = compare.build_table(summaries, metric=metric, which=which)
+    markdown = table.to_markdown()
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "table.md").write_text(markdown + "\n")
+    (source / "table.csv").write_text(table.to_csv())
+    typer.echo(markdown)
+    typer.echo(f"\nwritten: {source / 'table.md'}, {source / 'table.csv'}", err=True)
+
+
+# --------------------------------------------------------------------------- profile
+
+
+@app.command("profile")
+@user_errors
+def profile_cmd(
+    model: Annotated[str, typer.Argument(help="Image model name, e.g. vit_tiny, resnet18.")],
+    acts: Annotated[
+        str, typer.Option("--act", "--acts", help="Mechanisms to compare with the baseline.")
+    ] = "raa,dnrt,dpa",
+    baseline_act: Annotated[
+        str | None, typer.Option(help="Baseline activation (default: the model's own).")
+    ] = None,
+    img_size: Annotated[int, typer.Option(help="Input resolution.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Batch size for latency.")] = 8,
+    num_classes: Annotated[int, typer.Option(help="Classifier size.")] = 10,
+    repeats: Annotated[int, typer.Option(help="Timed repeats (median); 0 = FLOPs only.")] = 10,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Parameters, FLOPs and median latency: baseline vs RAA vs DNRT vs DPA (paper Table 4)."""
+    import torch
+
+    from dnrt_core.profile import format_profile_table, profile_mechanisms
+    from tasks.image.models import available_models, create_image_model
+
+    if model not in available_models():
+        from dnrt_core.activations import unknown_name_error
+
+        raise unknown_name_error("model", model, available_models())
+    if batch_size <= 0 or img_size <= 0 or num_classes <= 0 or repeats < 0:
+        _fail("--img-size, --batch-size and --num-classes must be positive, --repeats >= 0")
+    dev = torch.device(device)
+    mechanisms = ["baseline", *_split_list(acts)]
+
+    def build():
+        return create_image_model(model, num_classes=num_classes, img_size=img_size).to(dev)
+
+    example = torch.randn(batch_size, 3, img_size, img_size, device=dev)
+    rows = profile_mechanisms(
+        build, example, num_classes, mechanisms, baseline_act=baseline_act, repeats=repeats
+    )
+    typer.echo(f"{model} @ {img_size} px, batch {batch_size}, {device}")
+    typer.echo(format_profile_table(rows))
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def _checkpoint_of(path: Path) -> Path:
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        _fail(f"{path} holds no best.pt or last.pt")
+    return path
+
+
+@plot_app.command("responses")
+@user_errors
+def plot_responses_cmd(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run folders or checkpoints (e.g. GELU, DNRT).")
+    ],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("responses.png"),
+    data_dir: DataDirOpt = None,
+    samples: Annotated[int, typer.Option(help="Test samples to collect.")] = 512,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "cpu",
+) -> None:
+    """Figure-2 style response distributions (class token per block, aggregated per class)."""
+    from dnrt_core.engine import load_run
+    from dnrt_core.plots import collect_responses, figure2_sites, plot_response_distributions
+
+    by_run = {}
+    for path in runs:
+        built, _ = load_run(_checkpoint_of(path), data_dir=data_dir, device=device)
+        layers, aggregated, pool = figure2_sites(built.model)
+        batches = (
+            built.task.batch_inputs(b, built.device)
+            for b in built.data.splits[built.task.report_split]
+        )
+        label = f"{path.name if path.is_dir() else path.parent.name}"
+        by_run[label] = collect_responses(
+            built.model, batches, [*layers, aggregated], pool=pool, max_samples=samples
+        )
+    written = plot_response_distributions(by_run, out, layers=layers, aggregated_site=aggregated)
+    typer.echo(f"wrote {written}")
+
+
+@plot_app.command("curves")
+@user_errors
+def plot_curves_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (or sweep folders).")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("curves.png"),
+    metrics: Annotated[
+        str | None, typer.Option(help="Comma-separated metrics (default: losses + primary).")
+    ] = None,
+) -> None:
+    """Loss / accuracy over epochs of several runs on one figure."""
+    from dnrt_core.plots import plot_curves
+
+    written = plot_curves(runs, out, metrics=_split_list(metrics) or None)
+    typer.echo(f"wrote {written}")
 
 
 def main() -> None:

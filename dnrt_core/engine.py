@@ -40,6 +40,7 @@ from .distributed import is_distributed, is_main_process, world_size
 from .plugins import load_task
 from .task import Task, TaskData
 from .tuning import Tuned, tune
+from .errors import DataError
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
 
@@ -313,6 +314,7 @@ class Trainer:
             if step >= self.steps_per_epoch:
                 break
             inputs, targets = task.batch_inputs(batch, device)
+            self._check_targets(targets, step)
             autocast = (
                 torch.autocast("cuda", dtype=torch.float16)
                 if self.use_amp
@@ -350,6 +352,19 @@ class Trainer:
         self.scheduler.step(self.epoch + 1)
         n = max(seen, 1)
         return {"train_loss": total / n, "train_aux_loss": aux_total / n}
+
+    def _check_targets(self, targets: torch.Tensor, step: int) -> None:
+        """Integer labels must lie in [-1, K) (-1 = ignored)."""
+        if targets.is_floating_point() or targets.numel() == 0:
+            return
+        low, high = int(targets.min()), int(targets.max())
+        k = self.b.data.num_classes
+        if low < -1 or high >= k:
+            bad = high if high >= k else low
+            raise DataError(
+                f"label {bad} out of range for {k} classes "
+                f"(epoch {self.epoch + 1}, step {step + 1}); labels must be in 0..{k - 1}"
+            )
 
     def evaluate(self, split: str) -> dict[str, Any]:
         if split not in self.b.data.splits:
@@ -431,6 +446,18 @@ class Trainer:
         ckpt_io.save_atomic(state, self.out / "last.pt")
 
 
+def memories_in_sync(model: Tuned) -> bool:
+    """True when every DDP rank holds bit-identical ARR/DPA memories (trivially on one process)."""
+    if not is_distributed():
+        return True
+    tensors = [t.detach().double().flatten() for t in model.memory_state().values()]
+    mine = torch.cat(tensors) if tensors else torch.zeros(1, dtype=torch.float64)
+    mine = mine.to(next(model.parameters()).device)
+    gathered = [torch.empty_like(mine) for _ in range(world_size())]
+    dist.all_gather(gathered, mine)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
 def check_compatible(state: dict[str, Any], task: Task, num_classes: int) -> None:
     if state.get("task") != task.name:
         raise ckpt_io.CheckpointError(
@@ -442,20 +469,24 @@ def check_compatible(state: dict[str, Any], task: Task, num_classes: int) -> Non
         )
 
 
-def _prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
+    """Refuse to touch a folder that holds another run (unless resuming/overwriting)."""
     existing = [f for f in RUN_FILES if (out / f).exists()]
     if resume:
         if not (out / "last.pt").exists():
             raise RunError(f"nothing to resume: {out / 'last.pt'} does not exist")
-        return
-    if existing and not overwrite:
+    elif existing and not overwrite:
         raise RunError(
             f"output folder {out} holds another run ({', '.join(existing)}); "
             "pass --resume to continue it or --overwrite to replace it"
         )
+    return existing
+
+
+def _create_out_dir(out: Path, replace: list[str]) -> None:
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
-        for f in existing:
+        for f in replace:
             (out / f).unlink()
 
 
@@ -505,11 +536,13 @@ def run(
         cfg = resolve_config(task, overrides, config_file)
     init_distributed(str(cfg["device"]))
     out_dir = Path(out) if out is not None else default_out_dir(cfg)
-    _prepare_out_dir(out_dir, resume, overwrite)
+    existing = _check_out_dir(out_dir, resume, overwrite)
+    set_seed(int(cfg["seed"]), bool(cfg["deterministic"]))
+    built = build(task, cfg)  # bad data or model names fail here, before anything is written
+    if not resume:
+        _create_out_dir(out_dir, existing)
     if is_distributed():
         dist.barrier()
-    set_seed(int(cfg["seed"]), bool(cfg["deterministic"]))
-    built = build(task, cfg)
     trainer = Trainer(built, out_dir, quiet=quiet)
     if state is not None:
         trainer.load_state(state)
@@ -545,6 +578,7 @@ def run(
         "train_time_s": round(trainer.train_time, 3),
         "params": count_parameters(built.model),
         "world_size": world_size(),
+        "memories_in_sync": memories_in_sync(built.model),
         "skipped_steps": trainer.skipped_steps,
         **task.summary_extra(built.data, final),
     }

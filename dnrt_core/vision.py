@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .errors import DataError  # noqa: F401  (re-exported: tasks import it from here)
+
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -24,10 +26,6 @@ _CIFAR_FOLDERS = {
                 b"labels", 10),
     "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100),
 }  # fmt: skip
-
-
-class DataError(ValueError):
-    """A data set is missing or malformed (reported to the user in one line)."""
 
 
 def _unpickle(path: Path) -> dict:
@@ -156,4 +154,6 @@ def imbalance_counts(n_max: int, num_classes: int, beta: float) -> list[int]:
     if num_classes == 1:
         return [n_max]
     # the tiny epsilon keeps exact products (5000 · 100^-1 = 50) from flooring to 49
-    return [int(np.floor(n_max * beta ** (-i / (num_classes - 1)) + 1e-9)) for i in range(num_classes)]
+    return [
+        int(np.floor(n_max * beta ** (-i / (num_classes - 1)) + 1e-9)) for i in range(num_classes)
+    ]

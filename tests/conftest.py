@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,30 @@ def real_data() -> Path:
             pytest.fail("real data folder missing in CI (set DNRT_DATA or provide ../shared/data)")
         pytest.skip("real data not found: set DNRT_DATA or place shared/data beside the repo")
     return root
+
+
+def make_toy_plugin(where: Path) -> Path:
+    """Write a plugin distribution (``toy`` works, ``broken`` fails to import) into ``where``;
+    put the returned folder on sys.path / PYTHONPATH to register it."""
+    site = where / "site"
+    site.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "tests" / "toy_task.py", site / "toy_plugin.py")
+    dist = site / "toy_plugin-0.1.dist-info"
+    dist.mkdir(exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[dnrt.tasks]\ntoy = toy_plugin:ToyTask\nbroken = no_such_module_xyz:Task\n"
+    )
+    return site
+
+
+@pytest.fixture
+def toy_plugin(tmp_path, monkeypatch):
+    """The toy plugin registered in this process (and exported in PYTHONPATH for subprocesses)."""
+    import sys
+
+    site = make_toy_plugin(tmp_path)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    yield site
+    sys.modules.pop("toy_plugin", None)

@@ -2,34 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
-from pathlib import Path
-
 import pytest
 from typer.testing import CliRunner
 
 from cli import app
 from dnrt_core.plugins import PluginError, discover, load_task
-
-HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def third_party(tmp_path, monkeypatch):
-    """A plugin distribution on sys.path: ``toy`` (works) and ``broken`` (import fails)."""
-    site = tmp_path / "site"
-    site.mkdir()
-    shutil.copy(HERE / "toy_task.py", site / "toy_plugin.py")
-    dist = site / "toy_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(
-        "[dnrt.tasks]\ntoy = toy_plugin:ToyTask\nbroken = no_such_module_xyz:Task\n"
-    )
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("toy_plugin", None)
 
 
 def test_builtin_tasks_are_entry_points():
@@ -45,7 +22,7 @@ def test_unknown_task_suggests_closest():
         load_task("imag")
 
 
-def test_third_party_task_listed_and_trains(third_party, tmp_path):
+def test_toy_plugin_task_listed_and_trains(toy_plugin, tmp_path):
     runner = CliRunner()
     listing = runner.invoke(app, ["tasks"])
     assert listing.exit_code == 0, listing.output
@@ -60,7 +37,7 @@ def test_third_party_task_listed_and_trains(third_party, tmp_path):
     assert (out / "summary.json").exists()
 
 
-def test_broken_plugin_one_line_error(third_party):
+def test_broken_plugin_one_line_error(toy_plugin):
     result = CliRunner().invoke(app, ["train", "broken"])
     assert result.exit_code == 2
     lines = [ln for ln in result.output.strip().splitlines() if ln]

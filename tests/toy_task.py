@@ -34,7 +34,14 @@ class ToyTask(Task):
 
     def default_config(self) -> dict[str, Any]:
         return {
-            "data": {"dataset": "blobs", "n": 192, "batch_size": 32, "nan_at_step": None},
+            "data": {
+                "dataset": "blobs",
+                "n": 192,
+                "classes": 3,
+                "batch_size": 32,
+                "nan_at_step": None,
+                "bad_label": False,
+            },
             "model": {"name": "mlp", "width": 16},
             "train": {"epochs": 2, "lr": 1e-2},
             "mech": {"arr_sites": "hidden.*", "arr_pool": "node"},
@@ -43,13 +50,17 @@ class ToyTask(Task):
     def setup(self, cfg: dict[str, Any], *, device: torch.device) -> TaskData:
         gen = torch.Generator().manual_seed(1234)
         n = int(cfg["data"]["n"])
-        y = torch.arange(n) % 3
+        k = int(cfg["data"]["classes"])
+        y = torch.arange(n) % k
         x = torch.randn(n, 8, generator=gen) + 2.0 * nn.functional.one_hot(y, 8).float()
+        if cfg["data"]["bad_label"]:
+            y = y.clone()
+            y[5] = k  # out of range
         train = TensorDataset(x[: n * 3 // 4], y[: n * 3 // 4])
         test = TensorDataset(x[n * 3 // 4 :], y[n * 3 // 4 :])
         bs = int(cfg["data"]["batch_size"])
         return TaskData(
-            num_classes=3,
+            num_classes=k,
             train=make_loader(train, bs, train=True, seed=int(cfg["seed"])),
             splits={
                 "val": make_loader(test, bs, train=False),
