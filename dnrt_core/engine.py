@@ -37,10 +37,10 @@ from torch import nn
 from . import checkpoint as ckpt_io
 from .config import ConfigError, build_config, dump_yaml, get, load_yaml, set_key, validate
 from .distributed import is_distributed, is_main_process, world_size
+from .errors import DataError
 from .plugins import load_task
 from .task import Task, TaskData
 from .tuning import Tuned, tune
-from .errors import DataError
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
 
