@@ -11,18 +11,23 @@ training sample (x, k), taken **in batch order, one after another**:
 the released code does; ``target="before"`` uses mu_k before it (the paper's
 eq. 4; a first-seen class then contributes zero).
 
-The sequential recursion is evaluated in closed form: for the j-th sample of
-class k within a chunk (0-based rank j, previous memory mu0),
+The sequential recursion is evaluated in closed form, without a loop over
+samples. Samples are grouped by class with a stable sort (batch order is kept
+within a class); for the sample at sorted position p whose class starts at
+position st, with mu0 the class memory before the chunk (an unset class takes
+its first sample, which makes the first update reproduce ``mu_k <- x``),
 
-    mu_j = (1-m)^(j+1)·mu0 + sum_{l<=j} m·(1-m)^(j-l)·x_l
+    mu_p = (1-m)^(p-st+1)·mu0 + m·(1-m)^p·(T_p - T_(st-1)),   T_p = sum_(q<=p) (1-m)^(-q)·x_q,
 
-(with the first sample's weight (1-m)^j and no mu0 term when mu_k is unset),
-i.e. one lower-triangular (n × n) weight matrix times the chunk's responses.
-Chunks of ``chunk_size`` samples are processed in order, so memory stays
-O(chunk_size² + n·d) even for a million labelled nodes.
+i.e. one cumulative sum over the chunk: O(n·d) work and a fixed number of
+tensor ops per chunk. It runs in float64; chunks are capped so that
+(1-m)^(-n) stays finite.
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import torch
 from torch import nn
@@ -30,6 +35,15 @@ from torch import nn
 from .distributed import all_gather_cat, is_distributed
 
 ARR_TARGETS = ("after", "before")
+_F64_EXP_LIMIT = 600.0  # (1-m)^-n <= e^600 keeps float64 finite with ample headroom
+
+
+@functools.lru_cache(maxsize=64)
+def _decay_tables(n: int, decay: float, momentum: float, device: torch.device):
+    """((1-m)^-p, m·(1-m)^p for p < n, (1-m)^k for k <= n), float64."""
+    p = torch.arange(n + 1, dtype=torch.float64, device=device)
+    powers = torch.pow(decay, p)
+    return torch.pow(decay, -p[:n]), powers[:n] * momentum, powers
 
 
 class ARR(nn.Module):
@@ -40,7 +54,7 @@ class ARR(nn.Module):
         num_features: d (``None``: inferred from the first batch).
         momentum: m, the weight of the new response.
         target: ``"after"`` or ``"before"`` (see module docstring).
-        chunk_size: samples per vectorised block.
+        chunk_size: samples per vectorised block (the memory is carried from block to block).
         sync: under DDP, update from the all-gathered batch so every rank holds the same memory.
 
     Shape: ``forward(x, y)`` with ``x`` ``(B, d)``, ``y`` ``(B,)`` integer labels
@@ -64,6 +78,8 @@ class ARR(nn.Module):
             raise ValueError(f"ARR momentum must be in (0, 1], got {momentum}")
         if target not in ARR_TARGETS:
             raise ValueError(f"ARR target must be one of {ARR_TARGETS}, got {target!r}")
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.num_classes = num_classes
         self.momentum = float(momentum)
         self.target = target
@@ -87,19 +103,28 @@ class ARR(nn.Module):
         if stored is not None and stored.shape != self.memory.shape:
             self.memory = self.memory.new_zeros(stored.shape)
 
-    def _check(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _check(self, x: torch.Tensor, y: torch.Tensor) -> int:
+        """Validate shapes/labels, size a lazy memory; return the number of labelled samples."""
         if x.dim() != 2:
             raise ValueError(f"ARR expects aggregated responses (B, d), got {tuple(x.shape)}")
         if y.shape != (x.shape[0],):
             raise ValueError(f"ARR labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
-        if y.numel() and int(y.max()) >= self.num_classes:
-            raise ValueError(
-                f"label {int(y.max())} out of range for ARR with num_classes={self.num_classes}"
-            )
         if self.memory.shape[1] == 0:
             self.memory = self.memory.new_zeros(self.num_classes, x.shape[1])
         elif x.shape[1] != self.memory.shape[1]:
-            raise ValueError(f"ARR memory has d={self.memory.shape[1]}, response has d={x.shape[1]}")
+            raise ValueError(
+                f"ARR memory has d={self.memory.shape[1]}, response has d={x.shape[1]}"
+            )
+        if y.numel() == 0:
+            return 0
+        lo, hi = (int(v) for v in torch.aminmax(y))
+        if hi >= self.num_classes:
+            raise ValueError(f"label {hi} out of range for ARR with num_classes={self.num_classes}")
+        if lo >= 0:
+            return y.numel()
+        return int((y >= 0).sum())
+
+    # ------------------------------------------------------------------ update
 
     @torch.no_grad()
     def update(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -107,60 +132,84 @@ class ARR(nn.Module):
 
         Rows of ignored samples (label < 0) hold x itself.
         """
+        return self._update(x, y)[0]
+
+    @torch.no_grad()
+    def _update(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
         x = x.detach().to(self.memory.dtype)
         y = y.long()
-        self._check(x, y)
-        targets = torch.empty_like(x)
-        for start in range(0, x.shape[0], self.chunk_size):
-            sl = slice(start, start + self.chunk_size)
-            targets[sl] = self._update_chunk(x[sl], y[sl])
-        return targets
+        n_valid = self._check(x, y)
+        if n_valid == 0:
+            return x, 0
+        if n_valid < x.shape[0]:  # drop ignored samples; their targets are x itself
+            keep = (y >= 0).nonzero().squeeze(1)
+            targets = x.clone()
+            targets[keep] = self._update_valid(x[keep], y[keep])
+            return targets, n_valid
+        return self._update_valid(x, y), n_valid
+
+    def _update_valid(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        step = self._max_chunk()
+        if x.shape[0] <= step:
+            return self._update_chunk(x, y)
+        return torch.cat(
+            [self._update_chunk(x[i : i + step], y[i : i + step]) for i in range(0, len(y), step)]
+        )
+
+    def _max_chunk(self) -> int:
+        """Samples per vectorised block: ``chunk_size``, fewer if (1-m)^-n overflows float64."""
+        decay = 1.0 - self.momentum
+        if decay <= 0.0 or decay >= 1.0:
+            return self.chunk_size
+        return max(1, min(self.chunk_size, int(_F64_EXP_LIMIT / -math.log(decay)) + 1))
 
     def _update_chunk(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """All labels valid. Returns the targets, updates memory/initialized."""
         n = x.shape[0]
-        valid = y >= 0
-        if not bool(valid.any()):
-            return x.clone()
-        yc = y.clamp(min=0)
-        idx = torch.arange(n, device=x.device)
-        # same[i, l]: sample l precedes-or-is i and shares its (valid) class
-        same = (yc[:, None] == yc[None, :]) & valid[:, None] & valid[None, :]
-        same &= idx[None, :] <= idx[:, None]
-        rank = same.sum(dim=1) - 1  # 0-based position of i among its class in the chunk
-        lag = (rank[:, None] - rank[None, :]).clamp(min=0)
-        decay = 1.0 - self.momentum
-        base = torch.full((), decay, dtype=x.dtype, device=x.device)
-        known = self.initialized[yc] & valid
-        weights = self.momentum * torch.pow(base, lag.to(x.dtype))
-        # a first-seen class takes its first sample as the memory: weight (1-m)^rank_i
-        first = (rank == 0)[None, :] & ~known[:, None]
-        weights = torch.where(first, torch.pow(base, rank.to(x.dtype))[:, None], weights)
-        weights = weights * same.to(x.dtype)
-        prior = self.memory[yc]
-        prior_weight = torch.where(known, torch.pow(base, (rank + 1).to(x.dtype)), 0.0)
-        after = weights @ x + prior_weight[:, None] * prior
-        after = torch.where(valid[:, None], after, x)
-
+        m = self.momentum
+        decay = 1.0 - m
+        # group samples by class, keeping batch order within a class (stable sort)
+        ys, order = torch.sort(y, stable=True)
+        xs = x.index_select(0, order)
+        classes, seg, counts = torch.unique_consecutive(ys, return_inverse=True, return_counts=True)
+        ends = counts.cumsum(0)
+        starts = ends - counts
+        start_of = starts.index_select(0, seg)  # sorted position of each sample's class start
+        # memory before the chunk; an unset class takes its first sample (then the first
+        # update (1-m)·x0 + m·x0 = x0 reproduces "mu_k = x" exactly in closed form)
+        known = self.initialized.index_select(0, classes)
+        mu0 = torch.where(known[:, None], self.memory.index_select(0, classes),
+                          xs.index_select(0, starts))  # fmt: skip
+        mu0 = mu0.index_select(0, seg)
+        pos = torch.arange(n, device=x.device)
+        rank = pos - start_of
+        if m >= 1.0:  # mu_k = x: the memory is the latest sample
+            after = xs
+        else:
+            # closed form with positions p in sorted order (within a class, p - q = rank gap):
+            #   after_p = (1-m)^(rank_p+1)·mu0 + m·(1-m)^p·(T_p - T_{start-1}),
+            #   T_p = sum_{q<=p} (1-m)^-q·x_q.
+            # The prefix T_{start-1} is smaller than T_p (exponents grow with p), so the
+            # subtraction is well conditioned; float64 keeps (1-m)^-p in range.
+            inv_pow, pow_m, powers = _decay_tables(n, decay, m, x.device)
+            buf = torch.zeros(n + 1, x.shape[1], dtype=torch.float64, device=x.device)
+            torch.cumsum(xs.to(torch.float64, copy=True).mul_(inv_pow[:, None]), 0, out=buf[1:])
+            diff = buf[1:].sub_(buf.index_select(0, start_of)).mul_(pow_m[:, None])
+            after = diff.addcmul_(powers.index_select(0, rank + 1)[:, None], mu0).to(x.dtype)
         if self.target == "after":
             target = after
-        else:
-            # the memory just before sample i: the previous same-class sample's "after",
-            # or the stored memory for a class's first sample (x itself when unset)
-            prev_mask = same & (idx[None, :] < idx[:, None])
-            has_prev = prev_mask.any(dim=1)
-            prev = torch.where(prev_mask, idx[None, :], -1).max(dim=1).values.clamp(min=0)
-            target = torch.where(has_prev[:, None], after[prev], torch.where(known[:, None], prior, x))
-            target = torch.where(valid[:, None], target, x)
+        else:  # the memory just before each sample: the previous same-class "after", or mu0
+            target = torch.where((rank == 0)[:, None], mu0, after.roll(1, 0))
+        # memory after the chunk: each class's last "after"
+        self.memory.index_copy_(0, classes, after.index_select(0, ends - 1))
+        self.initialized.index_fill_(0, classes, True)
+        out = torch.empty_like(target)
+        out.index_copy_(0, order, target)
+        return out
 
-        # the memory after the chunk: each present class takes its last sample's "after"
-        counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
-        counts.index_add_(0, yc[valid], torch.ones_like(yc[valid]))
-        last = valid & (rank == counts[yc] - 1)
-        self.memory[yc[last]] = after[last]
-        self.initialized[yc[last]] = True
-        return target
+    # ------------------------------------------------------------------ loss
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if not self.training or y is None:
             return x.new_zeros(())
         y = y.long()
@@ -168,13 +217,12 @@ class ARR(nn.Module):
             all_x, offset = all_gather_cat(x.detach())
             all_y, _ = all_gather_cat(y)
             targets = self.update(all_x, all_y)[offset : offset + x.shape[0]]
+            n_valid = int((y >= 0).sum())
         else:
-            targets = self.update(x, y)
-        valid = y >= 0
-        if not bool(valid.any()):
-            return x.sum() * 0.0
-        per_sample = (x[valid] - targets[valid].to(x.dtype)).abs().mean(dim=1)
-        return per_sample.mean()
+            targets, n_valid = self._update(x, y)
+        # ignored rows have target == x: they add exactly 0 (and a zero gradient)
+        total = (x - targets.to(x.dtype)).abs().sum()
+        return total / float(max(n_valid, 1) * x.shape[1])
 
     def extra_repr(self) -> str:
         return (

@@ -9,7 +9,9 @@ learnable scalar ``s = w·x + b`` shared by all d elements:
 
 ``w`` (d,) and ``b`` (1,) start at zero, so RAA starts as its base activation.
 The forward/backward pass is one fused autograd Function that saves only the
-input and the (…, 1) shift, and costs one matvec per vector in each direction.
+input and the (…, 1) shift, and costs one matvec per vector in each direction;
+its elementwise work runs in place on at most two fresh buffers (the backward
+recomputes the gate instead of storing it).
 """
 
 from __future__ import annotations
@@ -27,22 +29,31 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
+def _as_3d(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """View ``x`` as (A, d, C), the feature dimension in the middle (no copy if contiguous)."""
+    return x.reshape(math.prod(x.shape[:dim]), x.shape[dim], -1)
+
+
 def _shift(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dim: int) -> torch.Tensor:
-    """s = w·x + b along ``dim``, keeping ``dim`` as a size-1 axis."""
+    """s = w·x + b along ``dim``, keeping ``dim`` as a size-1 axis (one matvec per vector)."""
+    dim = dim % x.dim()
+    w = weight.to(x.dtype)
+    b = bias.to(x.dtype)
     if dim == x.dim() - 1:
-        s = torch.matmul(x, weight.to(x.dtype))
-    else:
-        s = torch.matmul(x.movedim(dim, -1), weight.to(x.dtype))
-    return (s + bias.to(x.dtype)).unsqueeze(dim)
+        s = torch.addmv(b, x.reshape(-1, x.shape[-1]), w)
+    else:  # (A, d, C): s[a, c] = sum_i w_i x[a, i, c]
+        s = torch.matmul(w, _as_3d(x, dim)).add_(b)
+    shape = list(x.shape)
+    shape[dim] = 1
+    return s.reshape(shape)
 
 
-def _slope_and_gate(base: str, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For y = x·g(z) return (dy/dz = x·g'(z), g(z))."""
-    if base == "gelu":
-        cdf = 0.5 * (1.0 + torch.erf(z * _INV_SQRT2))
-        return x * (torch.exp(-0.5 * z * z) * _INV_SQRT2PI), cdf
-    sig = torch.sigmoid(z)
-    return x * sig * (1.0 - sig), sig
+def _weight_grad(x: torch.Tensor, g_s: torch.Tensor, dim: int) -> torch.Tensor:
+    """dL/dw = sum over vectors of dL/ds · x (one matvec)."""
+    if dim == x.dim() - 1:
+        return torch.mv(x.reshape(-1, x.shape[-1]).t(), g_s.reshape(-1))
+    x3 = _as_3d(x, dim)  # (A, d, C) @ (A, C, 1) -> (A, d, 1)
+    return torch.bmm(x3, g_s.reshape(x3.shape[0], -1, 1)).sum(dim=(0, 2))
 
 
 class _RAAFunction(torch.autograd.Function):
@@ -50,14 +61,15 @@ class _RAAFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, dim: int, base: str):  # type: ignore[override]
+        dim = dim % x.dim()
         s = _shift(x, weight, bias, dim)
-        z = x + s
+        y = torch.add(x, s)  # z = x + s, then the gate in place
         if base == "relu":
-            y = torch.relu(z)
+            y.relu_()
         elif base == "gelu":
-            y = x * (0.5 * (1.0 + torch.erf(z * _INV_SQRT2)))
+            torch.special.ndtr(y, out=y).mul_(x)
         else:
-            y = x * torch.sigmoid(z)
+            y.sigmoid_().mul_(x)
         ctx.save_for_backward(x, s, weight)
         ctx.dim = dim
         ctx.base = base
@@ -67,23 +79,36 @@ class _RAAFunction(torch.autograd.Function):
     def backward(ctx, grad_out):  # type: ignore[override]
         x, s, weight = ctx.saved_tensors
         dim, base = ctx.dim, ctx.base
-        z = x + s
+        g = grad_out
+        z = torch.add(x, s)
         if base == "relu":
-            g_z = grad_out * (z > 0).to(grad_out.dtype)
-            grad_x_direct = g_z
+            # dL/dz = g·1[z > 0]; dy/dx_direct = dy/dz
+            g_z = torch.where(z > 0, g, 0.0)
+            del z
+            g_s = g_z.sum(dim=dim, keepdim=True)
+            grad_x = g_z
+        elif base == "gelu":
+            # y = x·Phi(z):  dL/dz = g·x·phi(z),  direct dL/dx = g·Phi(z) + dL/dz
+            grad_x = torch.special.ndtr(z)
+            g_z = z.square_().mul_(-0.5).exp_().mul_(x).mul_(g).mul_(_INV_SQRT2PI)
+            g_s = g_z.sum(dim=dim, keepdim=True)
+            grad_x.mul_(g).add_(g_z)
         else:
-            slope, gate = _slope_and_gate(base, z, x)
-            g_z = grad_out * slope  # dL/dz_i, the path through the shifted gate
-            grad_x_direct = grad_out * gate + g_z
-        g_s = g_z.sum(dim=dim, keepdim=True)  # dL/ds per vector
-        grad_x = grad_weight = grad_bias = None
+            # y = x·sig(z):  dL/dz = g·x·sig·(1 - sig),  direct dL/dx = g·sig + dL/dz
+            sig = z.sigmoid_()
+            grad_x = torch.mul(g, sig)  # g·sig
+            g_z = sig.neg_().add_(1.0).mul_(x).mul_(grad_x)  # g·sig·(1-sig)·x
+            g_s = g_z.sum(dim=dim, keepdim=True)
+            grad_x.add_(g_z)
+        grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             w_shape = [1] * x.dim()
             w_shape[dim] = -1
-            grad_x = grad_x_direct + g_s * weight.to(x.dtype).view(w_shape)
+            grad_x.addcmul_(g_s, weight.to(x.dtype).view(w_shape))
+        else:
+            grad_x = None
         if ctx.needs_input_grad[1]:
-            xm = x.movedim(dim, -1).reshape(-1, x.shape[dim])
-            grad_weight = (g_s.movedim(dim, -1).reshape(1, -1) @ xm).reshape(-1).to(weight.dtype)
+            grad_weight = _weight_grad(x, g_s, dim).to(weight.dtype)
         if ctx.needs_input_grad[2]:
             grad_bias = g_s.sum().reshape(1).to(weight.dtype)
         return grad_x, grad_weight, grad_bias, None, None
@@ -92,9 +117,10 @@ class _RAAFunction(torch.autograd.Function):
 def raa_reference(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dim: int = -1, base: str = "gelu"
 ) -> torch.Tensor:
-    """Plain tensor-op RAA (autograd does the backward); the definition the fused path must match."""
+    """Plain tensor-op RAA (autograd does the backward): the definition the fused path matches."""
     dim = dim % x.dim()
-    z = x + _shift(x, weight, bias, dim)
+    s = (x.movedim(dim, -1) * weight.to(x.dtype)).sum(-1) + bias.to(x.dtype)
+    z = x + s.unsqueeze(dim)
     if base == "gelu":
         return x * (0.5 * (1.0 + torch.erf(z * _INV_SQRT2)))
     if base == "relu":
@@ -156,7 +182,8 @@ class RAA(LazyModuleMixin, nn.Module):
         dim = self._feature_dim(x)
         if x.shape[dim] != self.weight.numel():
             raise ValueError(
-                f"RAA expects {self.weight.numel()} features along dim {dim}, got shape {tuple(x.shape)}"
+                f"RAA expects {self.weight.numel()} features along dim {dim}, "
+                f"got shape {tuple(x.shape)}"
             )
         return _RAAFunction.apply(x, self.weight, self.bias, dim, self.base)
 

@@ -216,6 +216,27 @@ class PerCallActivation(nn.Module):
         return module(x)
 
 
+class _CallProbe(nn.Module):
+    """Stands in for a module during the first forward and counts its calls; call k > 0
+    runs on a fresh copy of the module as it was before that forward."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.template = [copy.deepcopy(module)]  # a list: not registered as a submodule
+        self.instances = [module]
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.calls
+        self.calls += 1
+        if k == len(self.instances):
+            clone = copy.deepcopy(self.template[0])
+            if isinstance(clone, DPA):
+                clone.set_targets(self.instances[0].targets)
+            self.instances.append(clone)
+        return self.instances[k](x)
+
+
 # --------------------------------------------------------------------------- Tuned
 
 
@@ -260,7 +281,7 @@ class Tuned(nn.Module):
         self._targets: torch.Tensor | None = None
         self._arr_losses: list[torch.Tensor] = []
         self._checked_reuse = False
-        self._call_counts: dict[str, int] = {}
+        self._register_load_state_dict_pre_hook(self._split_for_load)
 
     # -- construction helpers used by tune()
     def _attach_arr(self, site: str, module: nn.Module, num_classes: int, spec: ARRSpec,
@@ -284,8 +305,7 @@ class Tuned(nn.Module):
         self._arr_losses = []
         y = class_indices(targets) if targets is not None else None
         self._targets = y
-        dpa_modules = self.dpa_modules()
-        for m in dpa_modules:
+        for m in self.dpa_modules():
             m.set_targets(y)
         try:
             if not self._checked_reuse:
@@ -296,44 +316,69 @@ class Tuned(nn.Module):
             return self.model(*args, **kwargs)
         finally:
             self._targets = None
-            for m in dpa_modules:
+            for m in self.dpa_modules():  # again: the first forward may have split some
                 m.set_targets(None)
 
-    def _first_forward(self, *args, **kwargs):
-        """Run one forward counting calls of stateful mechanisms, then split reused ones."""
-        watched = {
+    def _stateful_sites(self) -> dict[str, nn.Module]:
+        """Replaced modules that hold parameters or memories (RAA, GDN, DPA), by name."""
+        replaced = set(self.report.replaced)
+        return {
             name: m
             for name, m in self.model.named_modules()
-            if isinstance(m, (RAA, GDN, DPA)) and name in self.report.replaced
+            if isinstance(m, (RAA, GDN, DPA)) and name in replaced
         }
-        counts = dict.fromkeys(watched, 0)
-        handles = []
-        for name, m in watched.items():
 
-            def pre(_m, _inp, name=name):
-                counts[name] += 1
+    def _set_site(self, name: str, module: nn.Module) -> None:
+        parent_name, _, attr = name.rpartition(".")
+        parent = self.model.get_submodule(parent_name) if parent_name else self.model
+        setattr(parent, attr, module)
 
-            handles.append(m.register_forward_pre_hook(pre))
+    def _first_forward(self, *args, **kwargs):
+        """Run one forward with every stateful mechanism behind a :class:`_CallProbe`.
+
+        A module called k times gets k instances: the k-th call runs on a fresh copy of
+        the module as ``tune`` built it (so a lazy module sizes itself to that call's
+        input, even when the calls differ in width, as in torchvision's Bottleneck).
+        """
+        probes = {name: _CallProbe(m) for name, m in self._stateful_sites().items()}
+        for name, probe in probes.items():
+            self._set_site(name, probe)
+        ok = False
         try:
             out = self.model(*args, **kwargs)
+            ok = True
         finally:
-            for h in handles:
-                h.remove()
-        for name, n in counts.items():
-            if n > 1:
-                module = watched[name]
-                clones = [module] + [copy.deepcopy(module) for _ in range(n - 1)]
-                parent_name, _, attr = name.rpartition(".")
-                parent = self.model.get_submodule(parent_name) if parent_name else self.model
-                setattr(parent, attr, PerCallActivation(clones))
+            for name, probe in probes.items():
+                n = len(probe.instances) if ok else 1
+                if n == 1:
+                    self._set_site(name, probe.instances[0])
+                    continue
+                self._set_site(name, PerCallActivation(probe.instances))
                 self.report.per_call[name] = n
                 warnings.warn(
                     f"dnrt.tune: {name} is called {n}x per forward; gave each call its own "
-                    f"{type(module).__name__} instance",
-                    stacklevel=3,
+                    f"{type(probe.instances[0]).__name__} instance ({name}.calls.0-{n - 1})",
+                    stacklevel=4,
                 )
         self._checked_reuse = True
         return out
+
+    def _split_for_load(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Load-time counterpart of the first forward: a checkpoint whose keys show a split
+        site (``<site>.calls.<k>.``) splits the same site here before loading."""
+        sites = self._stateful_sites()
+        for name, module in sites.items():
+            head = f"{prefix}model.{name}.calls."
+            calls = {
+                int(key[len(head) :].split(".", 1)[0])
+                for key in state_dict
+                if key.startswith(head) and key[len(head) :].split(".", 1)[0].isdigit()
+            }
+            if calls:
+                n = max(calls) + 1
+                instances = [module] + [copy.deepcopy(module) for _ in range(n - 1)]
+                self._set_site(name, PerCallActivation(instances))
+                self.report.per_call[name] = n
 
     @torch.no_grad()
     def materialize(self, *args, **kwargs) -> Tuned:
@@ -418,7 +463,8 @@ def tune(
             ``None`` keeps the model's activations.
         arr: ``True`` (paper placement), a dict / :class:`ARRSpec` with ``sites``, ``pool``,
             ``lam``, ``momentum``, ``target``; ``None``/``False`` for no ARR.
-        dpa: ``True`` or a dict / :class:`DPASpec`; DPA modules replace the activations at its sites.
+        dpa: ``True`` or a dict / :class:`DPASpec`; DPA modules replace the activations at
+            its sites.
         num_classes: K for the class memories (inferred from the model when possible).
         act_sites: glob(s) restricting which activations are swapped (default: all).
         family: override family detection (``vit``, ``cnn``, ``gnn``, ``generic``).
@@ -445,12 +491,16 @@ def tune(
     if dpa_spec is not None:
         dpa_patterns, dpa_pool = default_dpa_sites(model, family)
         if dpa_spec.sites is not None:
-            dpa_patterns = [dpa_spec.sites] if isinstance(dpa_spec.sites, str) else list(dpa_spec.sites)
+            dpa_patterns = (
+                [dpa_spec.sites] if isinstance(dpa_spec.sites, str) else list(dpa_spec.sites)
+            )
         dpa_pool = dpa_spec.pool or dpa_pool
         _check_pool(dpa_pool)
 
     # activations, each name gets its own instance (shared objects are split too)
-    act_names = [n for n, m in model.named_modules(remove_duplicate=False) if n and is_activation(m)]
+    act_names = [
+        n for n, m in model.named_modules(remove_duplicate=False) if n and is_activation(m)
+    ]
     for name in act_names:
         if act_sites is not None and not match_any(name, act_sites):
             continue
@@ -472,9 +522,13 @@ def tune(
 
     tuned = Tuned(model, report, arr_spec, dpa_spec)
     if arr_spec is not None:
-        patterns, pool = default_arr_sites(model, family) if arr_spec.sites is None else (
-            [arr_spec.sites] if isinstance(arr_spec.sites, str) else list(arr_spec.sites),
-            "auto",
+        patterns, pool = (
+            default_arr_sites(model, family)
+            if arr_spec.sites is None
+            else (
+                [arr_spec.sites] if isinstance(arr_spec.sites, str) else list(arr_spec.sites),
+                "auto",
+            )
         )
         pool = arr_spec.pool or pool
         _check_pool(pool)
@@ -493,4 +547,3 @@ def tune(
 def _check_pool(pool: str) -> None:
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}; valid: {', '.join(POOLS)}")
-
