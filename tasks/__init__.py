@@ -1,0 +1,1 @@
+"""Built-in task plugins (image, graph, longtail), one sub-package each."""
