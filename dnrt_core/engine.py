@@ -116,15 +116,15 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
-    """JSON-safe copy (NaN -> None)."""
-    out = {}
-    for k, v in metrics.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            out[k] = None
-        else:
-            out[k] = v
-    return out
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: NaN/Inf -> None, recursively through dicts and lists."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -423,7 +423,11 @@ class Trainer:
                 record["epoch_time"] = time.perf_counter() - start
                 self._save(record, improved)
                 if not self.quiet:
-                    shown = {k: v for k, v in record.items() if k.startswith(("train_", "val_"))}
+                    # name the split that was scored (CIFAR selects on its test set)
+                    shown = {k: v for k, v in record.items() if k.startswith("train_")}
+                    shown.update(
+                        {f"{select}_{k[4:]}": v for k, v in record.items() if k.startswith("val_")}
+                    )
                     text = "  ".join(
                         f"{k}={v:.4g}" for k, v in shown.items() if isinstance(v, float)
                     )
