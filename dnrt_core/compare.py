@@ -53,7 +53,7 @@ class SweepRun:
 def mechanism_names() -> list[str]:
     """Every mechanism name ``plan_sweep`` accepts (activations, ``dnrt``, ``dpa``, ``X+arr``)."""
     acts = [a for a in available_activations() if a != "dpa"]
-    return sorted({*acts, *MECHANISM_ALIASES, "dpa", *(f"{a}+arr" for a in acts)})
+    return sorted({*acts, *MECHANISM_ALIASES, "dpa", "dpa+arr", *(f"{a}+arr" for a in acts)})
 
 
 def check_mechanism(name: str) -> tuple[str, bool, bool]:

@@ -57,15 +57,15 @@ class NonFiniteLossError(RuntimeError):
 
 
 def mechanism_name(mech: dict[str, Any]) -> str:
-    """Display name of a mechanism config: ``dnrt`` (raa+ARR), ``dpa``, ``gelu+arr``, ``relu``..."""
+    """Display name of a mechanism config: ``dnrt`` (raa+ARR), ``dpa``, ``gelu+arr``, ``dpa+arr``,
+    ``relu``... (``default`` = the model's own activation)."""
     act = mech.get("act") or "default"
     if mech.get("dpa") or act == "dpa":
         base = "dpa" if act in ("dpa", "tau", "default") else f"{act}+dpa"
-    elif mech.get("arr"):
-        base = "dnrt" if act == "raa" else f"{act}+arr"
-    else:
-        base = act
-    return base
+        return f"{base}+arr" if mech.get("arr") else base
+    if mech.get("arr"):
+        return "dnrt" if act == "raa" else f"{act}+arr"
+    return act
 
 
 def set_seed(seed: int, deterministic: bool) -> None:

@@ -435,8 +435,8 @@ def resolve_mechanism(name: str) -> tuple[str, bool, bool]:
     if key == "dpa":
         return "tau", False, True
     if key.endswith("+arr"):
-        act, _, _ = resolve_mechanism(key[: -len("+arr")])
-        return act, True, False
+        act, _, dpa = resolve_mechanism(key[: -len("+arr")])
+        return act, True, dpa
     get_activation(key, num_classes=1)  # validates the name
     return key, False, False
 
