@@ -242,6 +242,10 @@ def compare_cmd(
     ] = None,
     metric: Annotated[str | None, typer.Option(help="Metric (default: the task's).")] = None,
     which: Annotated[str, typer.Option(help="final | best | best_val.")] = "final",
+    export: Annotated[
+        Path | None,
+        typer.Option(help="Also copy each run's summary.json (no checkpoints) under DIR."),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value (repeatable).")] = None,
     epochs: EpochsOpt = None,
@@ -271,8 +275,7 @@ def compare_cmd(
         base = _collect_overrides(options, set_)
         plan = compare.plan_sweep(task, _split_list(acts), _split_list(models), seeds, out, base)
         run_fn = ft.partial(run, task, config_file=config, quiet=True)
-        compare.run_sweep(plan, run_fn)
-        summaries = [compare._read_summary(r.run_dir / "summary.json") for r in plan]
+        summaries = compare.run_sweep(plan, run_fn)
         source = out
     else:
         summaries = compare.load_summaries(from_)
@@ -280,6 +283,12 @@ def compare_cmd(
             _fail(f"no finished runs (summary.json) under {from_}")
         source = from_
     table = compare.build_table(summaries, metric=metric, which=which)
+    if export is not None:
+        for summary in summaries:
+            run_dir = Path(summary.get(compare.PATH_KEY) or "")
+            target = export / run_dir.name / "summary.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text((run_dir / "summary.json").read_text())
     markdown = table.to_markdown()
     source.mkdir(parents=True, exist_ok=True)
     (source / "table.md").write_text(markdown + "\n")

@@ -1,0 +1,77 @@
+"""CLI surface: help texts, compare (sweep + --from + --export), profile, plot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["train"], ["eval"], ["compare"], ["profile"], ["plot"], ["plot", "responses"],
+     ["plot", "curves"], ["tasks"]],
+)  # fmt: skip
+def test_help(args):
+    result = runner.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_compare_sweep_and_rebuild(tmp_path, toy_plugin):
+    out = tmp_path / "sweep"
+    args = ["compare", "toy", "--acts", "gelu,dnrt", "--models", "mlp", "--seeds", "2"]
+    args += ["--out", str(out), "--epochs", "1", "--export", str(tmp_path / "export")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "| gelu" in result.output or "gelu |" in result.output
+    assert "dnrt" in result.output
+    assert (out / "table.md").exists() and (out / "table.csv").exists()
+    exported = sorted(p.parent.name for p in (tmp_path / "export").rglob("summary.json"))
+    assert exported == ["mlp__dnrt__s0", "mlp__dnrt__s1", "mlp__gelu__s0", "mlp__gelu__s1"]
+    assert not list((tmp_path / "export").rglob("*.pt"))
+    # a second call reuses the finished runs
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0
+    assert again.stderr.count("finished, skipped") == 4
+    rebuilt = runner.invoke(app, ["compare", "toy", "--from", str(tmp_path / "export")])
+    assert rebuilt.exit_code == 0
+    assert rebuilt.stdout.strip() == (out / "table.md").read_text().strip()
+    summary = json.loads((out / "mlp__dnrt__s1" / "summary.json").read_text())
+    assert summary["seed"] == 1 and summary["mechanism"] == "dnrt"
+
+
+def test_compare_needs_acts(tmp_path):
+    result = runner.invoke(app, ["compare", "image", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--acts and --models" in result.stderr
+
+
+def test_profile_prints_table():
+    result = runner.invoke(app, ["profile", "resnet18", "--repeats", "0", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    for name in ("baseline", "raa", "dnrt", "dpa"):
+        assert f"| {name} |" in result.output
+
+
+def test_plot_curves_and_responses(tmp_path, toy_plugin):
+    for act in ("gelu", "dnrt"):
+        r = runner.invoke(app, ["train", "image", "--act", act, "--model", "vit_tiny", "--quiet",
+                                "--out", str(tmp_path / act), "--epochs", "1",
+                                "--set", "train.max_steps_per_epoch=1",
+                                "--set", "data.test_subset=40"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+    png = tmp_path / "curves.png"
+    result = runner.invoke(app, ["plot", "curves", str(tmp_path / "gelu"), str(tmp_path / "dnrt"),
+                                 "--out", str(png)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert png.stat().st_size > 10_000
+    png2 = tmp_path / "responses.png"
+    result = runner.invoke(app, ["plot", "responses", str(tmp_path / "gelu"), str(tmp_path / "dnrt"),
+                                 "--out", str(png2), "--samples", "40"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert png2.stat().st_size > 10_000
