@@ -71,7 +71,7 @@ def test_plot_curves_and_responses(tmp_path, toy_plugin):
     assert result.exit_code == 0, result.output
     assert png.stat().st_size > 10_000
     png2 = tmp_path / "responses.png"
-    result = runner.invoke(app, ["plot", "responses", str(tmp_path / "gelu"), str(tmp_path / "dnrt"),
-                                 "--out", str(png2), "--samples", "40"])  # fmt: skip
+    runs = [str(tmp_path / "gelu"), str(tmp_path / "dnrt")]
+    result = runner.invoke(app, ["plot", "responses", *runs, "--out", str(png2), "--samples", "40"])
     assert result.exit_code == 0, result.output
     assert png2.stat().st_size > 10_000
