@@ -1,8 +1,9 @@
 """Registry of response mechanisms by name (like timm's ``get_act_layer``).
 
-    >>> act = get_activation("raa", num_features=192)
-    >>> available_activations()
-    ['dpa', 'elu', 'gdn', 'gelu', 'raa', 'raa_relu', 'raa_silu', 'relu', 'selu', 'silu', 'softplus', 'tau']
+>>> act = get_activation("raa", num_features=192)
+>>> available_activations()
+['dpa', 'elu', 'gdn', 'gelu', 'raa', 'raa_relu', 'raa_silu', 'relu', 'selu', 'silu',
+ 'softplus', 'tau']
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ CLASS_AWARE = frozenset({"dpa"})
 PARAMETRIC = frozenset({"gdn", "raa", "raa_relu", "raa_silu"})
 
 
-def register_activation(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+Factory = Callable[..., nn.Module]
+
+
+def register_activation(name: str) -> Callable[[Factory], Factory]:
     """Decorator: register ``factory(**kw) -> nn.Module`` under ``name``."""
 
-    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def wrap(factory: Factory) -> Factory:
         _REGISTRY[name] = factory
         return factory
 

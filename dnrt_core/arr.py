@@ -13,15 +13,15 @@ eq. 4; a first-seen class then contributes zero).
 
 The sequential recursion is evaluated in closed form, without a loop over
 samples. Samples are grouped by class with a stable sort (batch order is kept
-within a class); for the sample at sorted position p whose class starts at
-position st, with mu0 the class memory before the chunk (an unset class takes
-its first sample, which makes the first update reproduce ``mu_k <- x``),
+within a class). With a = 1-m, the memory after the sample at sorted position p
+is a^p·V_p, where V is one running sum (cumsum) over the chunk of the terms
 
-    mu_p = (1-m)^(p-st+1)·mu0 + m·(1-m)^p·(T_p - T_(st-1)),   T_p = sum_(q<=p) (1-m)^(-q)·x_q,
+    a^(-st)·F_k        at the first position st of class k (F_k: the memory after
+                       that sample, i.e. x itself for an unset class)
+    m·a^(-p)·x_p       elsewhere, minus the previous class's total at each class start,
 
-i.e. one cumulative sum over the chunk: O(n·d) work and a fixed number of
-tensor ops per chunk. It runs in float64; chunks are capped so that
-(1-m)^(-n) stays finite.
+so it restarts at every class: O(n·d) work and a fixed number of tensor ops per
+chunk. It runs in float64; chunks are capped so that a^(-n) stays finite.
 """
 
 from __future__ import annotations
@@ -39,11 +39,10 @@ _F64_EXP_LIMIT = 600.0  # (1-m)^-n <= e^600 keeps float64 finite with ample head
 
 
 @functools.lru_cache(maxsize=64)
-def _decay_tables(n: int, decay: float, momentum: float, device: torch.device):
-    """((1-m)^-p, m·(1-m)^p for p < n, (1-m)^k for k <= n), float64."""
-    p = torch.arange(n + 1, dtype=torch.float64, device=device)
-    powers = torch.pow(decay, p)
-    return torch.pow(decay, -p[:n]), powers[:n] * momentum, powers
+def _decay_tables(n: int, decay: float, device: torch.device):
+    """((1-m)^-p, (1-m)^p) for positions p < n, float64."""
+    p = torch.arange(n, dtype=torch.float64, device=device)
+    return torch.pow(decay, -p), torch.pow(decay, p)
 
 
 class ARR(nn.Module):
@@ -165,47 +164,51 @@ class ARR(nn.Module):
 
     def _update_chunk(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """All labels valid. Returns the targets, updates memory/initialized."""
-        n = x.shape[0]
         m = self.momentum
-        decay = 1.0 - m
         # group samples by class, keeping batch order within a class (stable sort)
         ys, order = torch.sort(y, stable=True)
         xs = x.index_select(0, order)
         classes, seg, counts = torch.unique_consecutive(ys, return_inverse=True, return_counts=True)
         ends = counts.cumsum(0)
         starts = ends - counts
-        start_of = starts.index_select(0, seg)  # sorted position of each sample's class start
-        # memory before the chunk; an unset class takes its first sample (then the first
-        # update (1-m)·x0 + m·x0 = x0 reproduces "mu_k = x" exactly in closed form)
-        known = self.initialized.index_select(0, classes)
-        mu0 = torch.where(known[:, None], self.memory.index_select(0, classes),
-                          xs.index_select(0, starts))  # fmt: skip
-        mu0 = mu0.index_select(0, seg)
-        pos = torch.arange(n, device=x.device)
-        rank = pos - start_of
+        x_first = xs.index_select(0, starts)
+        # the class memory before the chunk; an unset class starts from its first sample
+        known = self.initialized.index_select(0, classes)[:, None]
+        mu0 = torch.where(known, self.memory.index_select(0, classes), x_first)
         if m >= 1.0:  # mu_k = x: the memory is the latest sample
             after = xs
         else:
-            # closed form with positions p in sorted order (within a class, p - q = rank gap):
-            #   after_p = (1-m)^(rank_p+1)·mu0 + m·(1-m)^p·(T_p - T_{start-1}),
-            #   T_p = sum_{q<=p} (1-m)^-q·x_q.
-            # The prefix T_{start-1} is smaller than T_p (exponents grow with p), so the
-            # subtraction is well conditioned; float64 keeps (1-m)^-p in range.
-            inv_pow, pow_m, powers = _decay_tables(n, decay, m, x.device)
-            buf = torch.zeros(n + 1, x.shape[1], dtype=torch.float64, device=x.device)
-            torch.cumsum(xs.to(torch.float64, copy=True).mul_(inv_pow[:, None]), 0, out=buf[1:])
-            diff = buf[1:].sub_(buf.index_select(0, start_of)).mul_(pow_m[:, None])
-            after = diff.addcmul_(powers.index_select(0, rank + 1)[:, None], mu0).to(x.dtype)
+            after = self._closed_form(xs, starts, seg, torch.lerp(mu0, x_first, m))
         if self.target == "after":
             target = after
         else:  # the memory just before each sample: the previous same-class "after", or mu0
-            target = torch.where((rank == 0)[:, None], mu0, after.roll(1, 0))
+            is_first = torch.zeros_like(y, dtype=torch.bool).index_fill_(0, starts, True)
+            target = torch.where(is_first[:, None], mu0.index_select(0, seg), after.roll(1, 0))
         # memory after the chunk: each class's last "after"
         self.memory.index_copy_(0, classes, after.index_select(0, ends - 1))
         self.initialized.index_fill_(0, classes, True)
-        out = torch.empty_like(target)
-        out.index_copy_(0, order, target)
-        return out
+        return torch.empty_like(x).index_copy_(0, order, target)
+
+    def _closed_form(self, xs, starts, seg, first) -> torch.Tensor:
+        """Memory after each sample for class-sorted ``xs`` (n, d); ``first`` (P, d) is the
+        memory after each class's first sample (at sorted position st_k).
+
+        With a = 1-m, the memory after the sample at position p of class k is
+        a^p·V_p, where V is the running sum of the terms a^-st_k·F_k (at a class start)
+        and m·a^-q·x_q (elsewhere): the sequential rule mu <- a·mu + m·x, rescaled. Each
+        class start also subtracts the previous class's total, so one cumulative sum over
+        the chunk restarts at every class. Exponents grow with p, so the subtracted totals
+        are never large next to the current terms; float64 keeps a^-p in range.
+        """
+        m = self.momentum
+        inv_pow, pow_ = _decay_tables(xs.shape[0], 1.0 - m, xs.device)
+        f64 = torch.float64
+        terms = xs.to(f64, copy=True).mul_(inv_pow[:, None]).mul_(m)
+        terms.index_copy_(0, starts, first.to(f64).mul_(inv_pow.index_select(0, starts)[:, None]))
+        totals = terms.new_zeros(first.shape).index_add_(0, seg, terms)
+        terms.index_add_(0, starts[1:], totals[:-1], alpha=-1.0)
+        running = torch.cumsum(terms.t(), dim=1).t()  # along the contiguous axis: faster on CPU
+        return running.mul_(pow_[:, None]).to(xs.dtype, memory_format=torch.contiguous_format)
 
     # ------------------------------------------------------------------ loss
 

@@ -19,28 +19,17 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from .distributed import is_distributed
 from .pooling import aggregate, class_indices
 
 
-class _TAUFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, tau: float):  # type: ignore[override]
-        mask = x > tau
-        ctx.save_for_backward(mask)
-        return x * mask.to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
-        (mask,) = ctx.saved_tensors
-        return grad_out * mask.to(grad_out.dtype), None
-
-
 def tau_activation(x: torch.Tensor, tau: float = 0.0) -> torch.Tensor:
-    """TAU: ``x`` where ``x > tau`` else 0 (shape preserved)."""
-    return _TAUFunction.apply(x, float(tau))
+    """TAU: ``x`` where ``x > tau`` else 0 (shape preserved); the gradient is zero where
+    ``x <= tau``. This is exactly ``F.threshold(x, tau, 0)``: one fused kernel, as fast as ReLU."""
+    return F.threshold(x, float(tau), 0.0)
 
 
 class TAU(nn.Module):
@@ -140,14 +129,18 @@ class DPA(nn.Module):
     def _momentum_update(self, memory, initialized, new, present) -> None:
         blended = memory + self.momentum * (new - memory)
         fresh = present & ~initialized
-        memory.copy_(torch.where(fresh[:, None], new, torch.where(present[:, None], blended, memory)))
+        memory.copy_(
+            torch.where(fresh[:, None], new, torch.where(present[:, None], blended, memory))
+        )
         initialized |= present
 
     def channel_loss(self, agg: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Loss on the aggregated pre-activation values ``agg`` (B, d) with labels ``y`` (B,)."""
-        valid = (y >= 0) & self.forward_initialized[y.clamp(min=0)] & self.backward_initialized[
-            y.clamp(min=0)
-        ]
+        valid = (
+            (y >= 0)
+            & self.forward_initialized[y.clamp(min=0)]
+            & self.backward_initialized[y.clamp(min=0)]
+        )
         yc = y.clamp(min=0)
         irrelevant = (
             (self.forward_memory[yc] < self.tau)
@@ -166,7 +159,9 @@ class DPA(nn.Module):
             return out
         y = class_indices(self.targets).to(x.device)
         if y.numel() and int(y.max()) >= self.num_classes:
-            raise ValueError(f"label {int(y.max())} out of range for DPA with num_classes={self.num_classes}")
+            raise ValueError(
+                f"label {int(y.max())} out of range for DPA with num_classes={self.num_classes}"
+            )
         agg = aggregate(x, self.pool)
         if agg.shape[0] != y.shape[0]:
             raise ValueError(f"DPA got {agg.shape[0]} aggregated samples but {y.shape[0]} labels")

@@ -8,10 +8,14 @@ learnable scalar ``s = w·x + b`` shared by all d elements:
     raa_silu  (SiLU base):  y = x · sigmoid(x + s)
 
 ``w`` (d,) and ``b`` (1,) start at zero, so RAA starts as its base activation.
-The forward/backward pass is one fused autograd Function that saves only the
-input and the (…, 1) shift, and costs one matvec per vector in each direction;
-its elementwise work runs in place on at most two fresh buffers (the backward
-recomputes the gate instead of storing it).
+
+The forward/backward pass is one fused autograd Function (:class:`_RAAFunction`)
+that saves only the input and the (…, 1) shift (the gate is recomputed in the
+backward) and costs one matvec per vector in each direction. On CPU it works on
+cache-sized blocks of feature vectors: a block's matvec and its short chain of
+elementwise ops (written into preallocated outputs with ``out=``) run while the
+block is in L2, so the extra passes RAA needs over a stock activation stay in
+cache and the only large allocation is the result, as for the stock activation.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from torch.nn.parameter import UninitializedParameter
 RAA_BASES = ("gelu", "relu", "silu")
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_LOG_INV_SQRT2PI = math.log(_INV_SQRT2PI)
+#: elements per block and intra-op thread of the CPU elementwise chain (256 KiB of float32)
+CPU_BLOCK_ELEMENTS = 1 << 16
 
 
 def _as_3d(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -48,69 +55,127 @@ def _shift(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dim: int) 
     return s.reshape(shape)
 
 
-def _weight_grad(x: torch.Tensor, g_s: torch.Tensor, dim: int) -> torch.Tensor:
-    """dL/dw = sum over vectors of dL/ds · x (one matvec)."""
-    if dim == x.dim() - 1:
-        return torch.mv(x.reshape(-1, x.shape[-1]).t(), g_s.reshape(-1))
-    x3 = _as_3d(x, dim)  # (A, d, C) @ (A, C, 1) -> (A, d, 1)
-    return torch.bmm(x3, g_s.reshape(x3.shape[0], -1, 1)).sum(dim=(0, 2))
+def _split(x3: torch.Tensor, *tensors: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """Blocks of rows of the (A, d, C) view and the matching rows of ``tensors``:
+    cache-sized on CPU, one block elsewhere."""
+    rows = x3.shape[0]
+    step = rows
+    if x3.device.type == "cpu":  # each intra-op thread gets a cache-sized share
+        block = CPU_BLOCK_ELEMENTS * torch.get_num_threads()
+        step = max(1, block // max(1, x3.shape[1] * x3.shape[2]))
+    if step >= rows:
+        return [(x3, *tensors)]
+    return list(zip(*(t.split(step) for t in (x3, *tensors)), strict=True))
+
+
+def _forward_block(base, x, s, tmp, out, zero) -> None:
+    """One block of y; out-of-place transcendental ops (their in-place forms are slower on CPU)."""
+    if base == "gelu":  # x·Phi(z) = 0.5·x·erfc(-z/sqrt2)
+        torch.add(s, x, alpha=-_INV_SQRT2, out=tmp)  # s arrives as -s/sqrt2
+        torch.erfc(tmp, out=out)
+        torch.addcmul(zero, out, x, value=0.5, out=out)
+    elif base == "relu":
+        torch.add(x, s, out=out).relu_()
+    else:
+        torch.sigmoid(torch.add(x, s, out=tmp), out=out).mul_(x)
+
+
+def _backward_block(base, x, s, g, w3, tmp, grad_x, grad_s, log_c) -> None:
+    """grad_x = dL/dx (direct term + g_s·w) and grad_s = dL/ds = sum over the vector of dL/dz."""
+    if base == "gelu":
+        # u = -z/sqrt2;  dL/dz = g·x·phi(z) = g·x·exp(-u²)/sqrt(2pi);  direct = g·Phi(z) + dL/dz
+        u = torch.add(s, x, alpha=-_INV_SQRT2, out=tmp)
+        torch.erfc(u, out=grad_x)  # 2·Phi(z)
+        g_z = torch.addcmul(log_c, u, u, value=-1.0, out=tmp).exp_()  # exp(-u²)/sqrt(2pi)
+        g_z.mul_(x).mul_(g)
+        torch.sum(g_z, dim=1, keepdim=True, out=grad_s)
+        torch.addcmul(g_z, g, grad_x, value=0.5, out=grad_x)
+    elif base == "relu":  # dL/dz = g·1[z > 0] is also the direct term
+        z = torch.add(x, s, out=tmp)
+        torch.ops.aten.threshold_backward.grad_input(g, z, 0.0, grad_input=grad_x)
+        torch.sum(grad_x, dim=1, keepdim=True, out=grad_s)
+    else:  # dL/dz = g·x·sig·(1 - sig); direct = g·sig + dL/dz
+        sig = torch.sigmoid(torch.add(x, s, out=tmp), out=grad_x)
+        g_z = torch.addcmul(sig, sig, sig, value=-1.0, out=tmp).mul_(x).mul_(g)
+        torch.sum(g_z, dim=1, keepdim=True, out=grad_s)
+        torch.addcmul(g_z, g, sig, out=grad_x)
+    grad_x.addcmul_(grad_s, w3)
+
+
+def _shift(x3: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """out (A, 1, C) = w·x + b over the middle axis of x3 (A, d, C): one matvec per vector."""
+    if x3.shape[2] == 1:
+        torch.addmv(b, x3.view(x3.shape[0], x3.shape[1]), w, out=out.view(-1))
+    else:
+        torch.matmul(w, x3, out=out.view(x3.shape[0], x3.shape[2])).add_(b)
+
+
+def _weight_grad(x3: torch.Tensor, g_s3: torch.Tensor, out: torch.Tensor) -> None:
+    """out (d,) += sum over the vectors of x3 (A, d, C) of dL/ds · x (one matvec)."""
+    if x3.shape[2] == 1:
+        out.addmv_(x3.view(x3.shape[0], x3.shape[1]).t(), g_s3.view(-1))
+    else:
+        out.add_(torch.bmm(x3, g_s3.transpose(1, 2)).sum(dim=(0, 2)))
+
+
+def _tmp_views(tmp: torch.Tensor, blocks) -> list[torch.Tensor]:
+    return [tmp if blk[0].shape[0] == tmp.shape[0] else tmp[: blk[0].shape[0]] for blk in blocks]
 
 
 class _RAAFunction(torch.autograd.Function):
-    """Fused RAA: saves x and the shift s only; the gate is recomputed in backward."""
+    """Fused RAA: saves x and the shift s only; the gate is recomputed in backward.
+
+    The elementwise chain runs block by block (see :func:`_split`) into preallocated
+    outputs, so every pass of a block reads cache, not memory.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, dim: int, base: str):  # type: ignore[override]
         dim = dim % x.dim()
-        s = _shift(x, weight, bias, dim)
-        y = torch.add(x, s)  # z = x + s, then the gate in place
-        if base == "relu":
-            y.relu_()
-        elif base == "gelu":
-            torch.special.ndtr(y, out=y).mul_(x)
-        else:
-            y.sigmoid_().mul_(x)
-        ctx.save_for_backward(x, s, weight)
+        x3 = _as_3d(x, dim)
+        w, b = weight.to(x.dtype), bias.to(x.dtype)
+        if base == "gelu":  # the GELU chain works with -z/sqrt2: keep -s/sqrt2 instead of s
+            w, b = w * -_INV_SQRT2, b * -_INV_SQRT2
+        s3 = x3.new_empty((x3.shape[0], 1, x3.shape[2]))
+        y3 = torch.empty_like(x3, memory_format=torch.contiguous_format)
+        blocks = _split(x3, s3, y3)
+        tmp = x3.new_empty(blocks[0][0].shape)
+        zero = x3.new_zeros(())
+        for (xb, sb, yb), tb in zip(blocks, _tmp_views(tmp, blocks), strict=True):
+            _shift(xb, w, b, out=sb)  # the block's matvec, while it is in cache
+            _forward_block(base, xb, sb, tb, yb, zero)
+        shape = list(x.shape)
+        shape[dim] = 1
+        ctx.save_for_backward(x, s3.view(shape), weight)
         ctx.dim = dim
         ctx.base = base
-        return y
+        return y3.view(x.shape)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         x, s, weight = ctx.saved_tensors
         dim, base = ctx.dim, ctx.base
-        g = grad_out
-        z = torch.add(x, s)
-        if base == "relu":
-            # dL/dz = g·1[z > 0]; dy/dx_direct = dy/dz
-            g_z = torch.where(z > 0, g, 0.0)
-            del z
-            g_s = g_z.sum(dim=dim, keepdim=True)
-            grad_x = g_z
-        elif base == "gelu":
-            # y = x·Phi(z):  dL/dz = g·x·phi(z),  direct dL/dx = g·Phi(z) + dL/dz
-            grad_x = torch.special.ndtr(z)
-            g_z = z.square_().mul_(-0.5).exp_().mul_(x).mul_(g).mul_(_INV_SQRT2PI)
-            g_s = g_z.sum(dim=dim, keepdim=True)
-            grad_x.mul_(g).add_(g_z)
-        else:
-            # y = x·sig(z):  dL/dz = g·x·sig·(1 - sig),  direct dL/dx = g·sig + dL/dz
-            sig = z.sigmoid_()
-            grad_x = torch.mul(g, sig)  # g·sig
-            g_z = sig.neg_().add_(1.0).mul_(x).mul_(grad_x)  # g·sig·(1-sig)·x
-            g_s = g_z.sum(dim=dim, keepdim=True)
-            grad_x.add_(g_z)
-        grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            w_shape = [1] * x.dim()
-            w_shape[dim] = -1
-            grad_x.addcmul_(g_s, weight.to(x.dtype).view(w_shape))
-        else:
-            grad_x = None
-        if ctx.needs_input_grad[1]:
-            grad_weight = _weight_grad(x, g_s, dim).to(weight.dtype)
+        x3 = _as_3d(x, dim)
+        s3 = s.reshape(x3.shape[0], 1, x3.shape[2])  # -s/sqrt2 for gelu
+        g3 = grad_out.reshape(x3.shape)
+        w3 = weight.to(x.dtype).view(1, -1, 1)
+        grad_x3 = torch.empty_like(x3, memory_format=torch.contiguous_format)
+        grad_s3 = x3.new_empty(s3.shape)
+        blocks = _split(x3, s3, g3, grad_x3, grad_s3)
+        tmp = x3.new_empty(blocks[0][0].shape)
+        log_c = x3.new_full((), _LOG_INV_SQRT2PI)
+        grad_w = x3.new_zeros(x3.shape[1]) if ctx.needs_input_grad[1] else None
+        for (xb, sb, gb, gxb, gsb), tb in zip(blocks, _tmp_views(tmp, blocks), strict=True):
+            _backward_block(base, xb, sb, gb, w3, tb, gxb, gsb, log_c)
+            if grad_w is not None:
+                _weight_grad(xb, gsb, out=grad_w)
+        grad_weight = grad_bias = grad_x = None
+        if grad_w is not None:
+            grad_weight = grad_w.to(weight.dtype)
         if ctx.needs_input_grad[2]:
-            grad_bias = g_s.sum().reshape(1).to(weight.dtype)
+            grad_bias = grad_s3.sum().reshape(1).to(weight.dtype)
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_x3.view(x.shape)
         return grad_x, grad_weight, grad_bias, None, None
 
 

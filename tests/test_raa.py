@@ -170,3 +170,28 @@ def test_wrong_width_and_unknown_base_raise():
 def test_cost_is_one_matvec_no_square_weights():
     module = RAA(192)
     assert sum(p.numel() for p in module.parameters()) == 192 + 1
+
+
+@pytest.mark.parametrize("base", RAA_BASES)
+@pytest.mark.parametrize("shape,dim", [((37, 24), -1), ((3, 11, 24), 2), ((7, 24, 3, 5), 1)])
+def test_cpu_blocked_path_with_ragged_last_block(monkeypatch, base, shape, dim):
+    """Several cache blocks (and a shorter last one) give the same values and gradients."""
+    import dnrt_core.raa as raa_module
+
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    x3 = raa_module._as_3d(x.detach(), dim % x.dim())
+    row, threads = x3.shape[1] * x3.shape[2], torch.get_num_threads()
+    # two rows of the (A, d, C) view per block; every shape has an odd number of rows
+    monkeypatch.setattr(raa_module, "CPU_BLOCK_ELEMENTS", (2 * row + threads - 1) // threads)
+    blocks = raa_module._split(x3)
+    assert len(blocks) > 2 and [blk[0].shape[0] for blk in blocks[-2:]] == [2, 1]
+    w = (0.2 * torch.randn(shape[dim], dtype=torch.float64)).requires_grad_(True)
+    b = torch.full((1,), 0.1, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(*shape, dtype=torch.float64)
+    out = _RAAFunction.apply(x, w, b, dim, base)
+    ref = raa_reference(x, w, b, dim, base)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-10)
+    got = torch.autograd.grad(out, (x, w, b), g)
+    want = torch.autograd.grad(ref, (x, w, b), g)
+    for a, e in zip(got, want, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-10, rtol=1e-8)
