@@ -1,0 +1,87 @@
+"""GCN and GraphSAGE for node classification, one definition for every backend.
+
+Layout (what ``dnrt_core.tune`` sees)::
+
+    hidden.0 .. hidden.{L-2}   GNNLayer: conv -> norm (BatchNorm1d | Identity) -> act
+    head                       conv to the K classes (no activation)
+
+Each hidden layer owns its activation module (made by the ``act_layer`` factory),
+so ``tune`` gives every layer its own RAA / DPA instance; ARR sites ``hidden.*``
+(pool ``node``) see the post-activation node embeddings ``(N, hidden)``; DPA
+sites are ``hidden.*.act``. Dropout is applied functionally *before* each conv
+(as in Kipf & Welling), so the embeddings ARR memorises are not dropped out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backends import Backend
+
+#: ARR / DPA sites of :class:`GNN` (the hidden layers only, never the classifier)
+ARR_SITES = "hidden.*"
+DPA_SITES = "hidden.*.act"
+
+
+class GNNLayer(nn.Module):
+    """``act(norm(conv(x, graph)))``: ``(N, in_dim)`` -> ``(N, out_dim)``."""
+
+    def __init__(self, conv: nn.Module, out_dim: int, act: nn.Module, batch_norm: bool = False):
+        super().__init__()
+        self.conv = conv
+        self.norm = nn.BatchNorm1d(out_dim) if batch_norm else nn.Identity()
+        self.act = act
+
+    def forward(self, x: torch.Tensor, graph: Any) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x, graph)))
+
+
+class GNN(nn.Module):
+    """GCN / GraphSAGE: ``forward(x (N, F), graph) -> logits (N, num_classes)``.
+
+    Args:
+        backend: makes the convs (``gcn`` or ``sage``) and defines the graph object.
+        model: ``gcn`` or ``sage``.
+        in_dim, hidden, num_classes: F, the hidden width, K.
+        num_layers: convs in total (``num_layers - 1`` hidden layers + the head).
+        dropout: dropout probability before each conv.
+        batch_norm: BatchNorm1d after each hidden conv.
+        act_layer: factory of the hidden activations (``tune`` swaps them for the mechanism).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        model: str,
+        in_dim: int,
+        hidden: int,
+        num_classes: int,
+        num_layers: int = 2,
+        dropout: float = 0.5,
+        batch_norm: bool = False,
+        act_layer: Callable[[], nn.Module] = nn.ReLU,
+    ):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"model.num_layers must be >= 1, got {num_layers}")
+        self.model_name = model
+        self.num_classes = num_classes
+        self.dropout = float(dropout)
+        dims = [in_dim] + [hidden] * (num_layers - 1)
+        self.hidden = nn.ModuleList(
+            GNNLayer(backend.conv(model, d_in, hidden), hidden, act_layer(), batch_norm)
+            for d_in in dims[:-1]
+        )
+        self.head = backend.conv(model, dims[-1], num_classes)
+
+    def forward(self, x: torch.Tensor, graph: Any) -> torch.Tensor:
+        for layer in self.hidden:
+            x = F.dropout(x, p=self.dropout, training=self.training)
+            x = layer(x, graph)
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        return self.head(x, graph)
