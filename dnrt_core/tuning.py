@@ -121,8 +121,9 @@ def detect_family(model: nn.Module) -> str:
     has_blocks = isinstance(getattr(model, "blocks", None), (nn.ModuleList, nn.Sequential))
     has_stages_blocks = any(match_name(n, "stages.*.blocks") for n, _ in model.named_modules())
     if has_blocks or has_stages_blocks:
-        if any(isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__
-               for m in model.modules()):  # fmt: skip
+        names = {type(m).__name__ for m in model.modules()}
+        has_mha = any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+        if has_mha or any("Attention" in n or "Attn" in n for n in names):  # timm: ClassAttn
             return "vit"
     if any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return "cnn"
@@ -173,7 +174,8 @@ def default_dpa_sites(model: nn.Module, family: str) -> tuple[list[str], str]:
     if family == "cnn":
         stage = _cnn_feature_site(model)
         module = model.get_submodule(stage)
-        children = [n for n, _ in module.named_children()]
+        # the last child that holds an activation (flat stages end with pooling layers)
+        children = [n for n, c in module.named_children() if any(map(is_activation, c.modules()))]
         last = f"{stage}.{children[-1]}" if children else stage
         return [last, f"{last}.**"], "avg"
     if family == "gnn":
