@@ -402,6 +402,10 @@ def plot_curves_cmd(
 
 
 def main() -> None:
+    import warnings
+
+    # PyG scripts a few helpers at import; the deprecation notice is not for our users
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     app()
 
 
