@@ -31,7 +31,9 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def run_case(case: str, nodes: int, backend: str, epochs: int, act: str) -> dict[str, Any]:
+def run_case(
+    case: str, nodes: int, backend: str, epochs: int, act: str, arr: bool = False
+) -> dict[str, Any]:
     """Build the task at ``nodes`` and time ``epochs`` training epochs (after one warm-up)."""
     from dnrt_core.config import build_config
     from dnrt_core.engine import build
@@ -44,6 +46,7 @@ def run_case(case: str, nodes: int, backend: str, epochs: int, act: str) -> dict
         "data.backend": backend,
         "model.name": "gcn",
         "mech.act": act,
+        "mech.arr": arr,
     }
     if case == "minibatch":
         overrides.update(
@@ -82,7 +85,7 @@ def run_case(case: str, nodes: int, backend: str, epochs: int, act: str) -> dict
     return {
         "case": case,
         "backend": backend,
-        "act": act,
+        "act": act + ("+arr" if arr else ""),
         "nodes": info["num_nodes"],
         "edges": info["num_edges"],
         "train_nodes": info["split_sizes"]["train"],
@@ -99,7 +102,9 @@ def run_case(case: str, nodes: int, backend: str, epochs: int, act: str) -> dict
     }
 
 
-def spawn(case: str, nodes: int, backend: str, epochs: int, act: str) -> dict[str, Any]:
+def spawn(
+    case: str, nodes: int, backend: str, epochs: int, act: str, arr: bool = False
+) -> dict[str, Any]:
     cmd = [
         sys.executable,
         __file__,
@@ -114,6 +119,7 @@ def spawn(case: str, nodes: int, backend: str, epochs: int, act: str) -> dict[st
         "--act",
         act,
     ]
+    cmd += ["--arr"] if arr else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -131,20 +137,26 @@ def main() -> None:
     parser.add_argument("--backend", default="pyg", choices=["pyg", "dgl"])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--act", default="relu", help="mechanism, e.g. relu, raa, dpa")
+    parser.add_argument("--arr", action="store_true", help="add ARR (e.g. --act raa --arr: DNRT)")
     parser.add_argument("--quick", action="store_true", help="10x smaller graphs")
     args = parser.parse_args()
     if args.case:  # a single case (child process): print one JSON line
-        print(json.dumps(run_case(args.case, args.nodes, args.backend, args.epochs, args.act)))
+        row = run_case(args.case, args.nodes, args.backend, args.epochs, args.act, args.arr)
+        print(json.dumps(row))
         return
 
     scale = 10 if args.quick else 1
-    full = [spawn("full", 1_000_000 // scale, b, args.epochs, args.act) for b in ("pyg", "dgl")]
+    full = [
+        spawn("full", 1_000_000 // scale, b, args.epochs, args.act, args.arr)
+        for b in ("pyg", "dgl")
+    ]
     print("## Full-batch GCN epoch (forward + backward + step), 1 step per epoch\n")
     print(
         table(
             full,
             [
                 "backend",
+                "act",
                 "nodes",
                 "edges",
                 "setup_s",
@@ -158,7 +170,8 @@ def main() -> None:
         )
     )
     mini = [
-        spawn("minibatch", n // scale, "dgl", 1, args.act) for n in (250_000, 500_000, 1_000_000)
+        spawn("minibatch", n // scale, "dgl", 1, args.act, args.arr)
+        for n in (250_000, 500_000, 1_000_000)
     ]
     print("\n## Mini-batch epoch (DGL NeighborSampler, fan-out 10,5, batch 1024) vs size\n")
     print(
