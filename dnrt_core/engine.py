@@ -277,7 +277,7 @@ class Trainer:
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else {},
             "scaler": self.scaler.state_dict(),
             "rng": ckpt_io.rng_state(),
             "best_value": self.best_value,
@@ -290,7 +290,7 @@ class Trainer:
         check_compatible(state, self.b.task, self.b.data.num_classes)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if int(state["config"]["train"]["epochs"]) == self.epochs:
+        if self.scheduler is not None and int(state["config"]["train"]["epochs"]) == self.epochs:
             # timm schedulers are functions of the step; their state also fixes the length,
             # so a resume that extends train.epochs keeps the fresh, longer schedule
             self.scheduler.load_state_dict(state["scheduler"])
@@ -343,13 +343,15 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.scheduler.step_update(self.epoch * self.steps_per_epoch + step + 1)
+            if self.scheduler is not None:  # sched "none" keeps the lr constant
+                self.scheduler.step_update(self.epoch * self.steps_per_epoch + step + 1)
             total += float(task_loss.detach())
             aux_total += float(aux.detach())
             seen += 1
             progress.advance(bar)
         progress.remove_task(bar)
-        self.scheduler.step(self.epoch + 1)
+        if self.scheduler is not None:
+            self.scheduler.step(self.epoch + 1)
         n = max(seen, 1)
         return {"train_loss": total / n, "train_aux_loss": aux_total / n}
 

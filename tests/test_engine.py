@@ -118,3 +118,10 @@ def test_mechanism_names():
     assert mechanism_name({"act": "gelu", "arr": True}) == "gelu+arr"
     assert mechanism_name({"act": "dpa"}) == "dpa"
     assert mechanism_name({"act": None}) == "default"
+
+
+def test_constant_lr_without_scheduler(tmp_path):
+    run(ToyTask(), {"train.sched": "none", "train.epochs": 1}, tmp_path / "a", quiet=True)
+    lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["lr"] == pytest.approx(1e-2)
+    run(ToyTask(), {}, tmp_path / "a", resume=True, quiet=True)
