@@ -41,20 +41,6 @@ def _as_3d(x: torch.Tensor, dim: int) -> torch.Tensor:
     return x.reshape(math.prod(x.shape[:dim]), x.shape[dim], -1)
 
 
-def _shift(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dim: int) -> torch.Tensor:
-    """s = w·x + b along ``dim``, keeping ``dim`` as a size-1 axis (one matvec per vector)."""
-    dim = dim % x.dim()
-    w = weight.to(x.dtype)
-    b = bias.to(x.dtype)
-    if dim == x.dim() - 1:
-        s = torch.addmv(b, x.reshape(-1, x.shape[-1]), w)
-    else:  # (A, d, C): s[a, c] = sum_i w_i x[a, i, c]
-        s = torch.matmul(w, _as_3d(x, dim)).add_(b)
-    shape = list(x.shape)
-    shape[dim] = 1
-    return s.reshape(shape)
-
-
 def _split(x3: torch.Tensor, *tensors: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
     """Blocks of rows of the (A, d, C) view and the matching rows of ``tensors``:
     cache-sized on CPU, one block elsewhere."""
@@ -111,11 +97,14 @@ def _shift(x3: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.Tensor
 
 
 def _weight_grad(x3: torch.Tensor, g_s3: torch.Tensor, out: torch.Tensor) -> None:
-    """out (d,) += sum over the vectors of x3 (A, d, C) of dL/ds · x (one matvec)."""
-    if x3.shape[2] == 1:
+    """out (d,) += sum over the vectors of x3 (A, d, C) of dL/ds · x (one matvec); ``out`` may
+    be float32 while x3 is half precision (the blocks' partial sums then add up in float32)."""
+    if x3.shape[2] > 1:
+        out.add_(torch.bmm(x3, g_s3.transpose(1, 2)).sum(dim=(0, 2)))
+    elif out.dtype == x3.dtype:
         out.addmv_(x3.view(x3.shape[0], x3.shape[1]).t(), g_s3.view(-1))
     else:
-        out.add_(torch.bmm(x3, g_s3.transpose(1, 2)).sum(dim=(0, 2)))
+        out.add_(torch.mv(x3.view(x3.shape[0], x3.shape[1]).t(), g_s3.view(-1)))
 
 
 def _tmp_views(tmp: torch.Tensor, blocks) -> list[torch.Tensor]:
@@ -164,7 +153,9 @@ class _RAAFunction(torch.autograd.Function):
         blocks = _split(x3, s3, g3, grad_x3, grad_s3)
         tmp = x3.new_empty(blocks[0][0].shape)
         log_c = x3.new_full((), _LOG_INV_SQRT2PI)
-        grad_w = x3.new_zeros(x3.shape[1]) if ctx.needs_input_grad[1] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = x3.new_zeros(x3.shape[1], dtype=torch.promote_types(x.dtype, weight.dtype))
         for (xb, sb, gb, gxb, gsb), tb in zip(blocks, _tmp_views(tmp, blocks), strict=True):
             _backward_block(base, xb, sb, gb, w3, tb, gxb, gsb, log_c)
             if grad_w is not None:

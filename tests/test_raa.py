@@ -195,3 +195,18 @@ def test_cpu_blocked_path_with_ragged_last_block(monkeypatch, base, shape, dim):
     want = torch.autograd.grad(ref, (x, w, b), g)
     for a, e in zip(got, want, strict=True):
         torch.testing.assert_close(a, e, atol=1e-10, rtol=1e-8)
+
+
+def test_bfloat16_autocast_matches_float32():
+    module = RAA(16)
+    _randomised(module, 16, seed=4)
+    x = torch.randn(3, 40, 16)
+    ref = module(x)
+    (gw_ref,) = torch.autograd.grad(ref.sum(), (module.weight,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.02)
+    (gw,) = torch.autograd.grad(out.float().sum(), (module.weight,))
+    assert gw.dtype == torch.float32
+    torch.testing.assert_close(gw, gw_ref, atol=0.5, rtol=0.01)
