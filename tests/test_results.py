@@ -11,7 +11,9 @@ from dnrt_core.compare import build_table, load_summaries
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results.md"
-MARKER = re.compile(r"<!-- table: (?P<dir>\S+)(?P<opts>[^>]*)-->\n(?P<table>(?:\|.*\n)+)")
+MARKER = re.compile(
+    r"<!-- table: (?P<dir>\S+)(?P<opts>[^>]*)-->\n(?P<table>.*?)<!-- /table -->", re.S
+)
 
 
 def _tables() -> list[tuple[str, dict[str, str], str]]:
