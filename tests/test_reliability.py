@@ -151,3 +151,31 @@ def test_sigkill_at_random_moments(tmp_path, toy_plugin):
     assert (out / "summary.json").exists()
     final = torch.load(out / "last.pt", weights_only=True)
     assert final["epoch"] == 30
+
+
+EXACT_RESUME = {
+    "image": {"model.name": "resnet18", "train.max_steps_per_epoch": 2, "data.test_subset": 32,
+              "data.batch_size": 8, "mech.act": "raa", "mech.arr": True},
+    "graph": {"data.num_nodes": 3000, "mech.act": "dpa", "mech.dpa_interval": 1},
+    "longtail": {"train.max_steps_per_epoch": 2, "data.test_subset": 50, "mech.act": "raa",
+                 "mech.arr": True},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("task", list(EXACT_RESUME))
+def test_exact_resume_per_task(task, tmp_path):
+    """Two epochs equal one epoch plus --resume for one more, bit for bit (deterministic CPU)."""
+    from dnrt_core.engine import run
+
+    cfg = {**EXACT_RESUME[task], "train.epochs": 2, "deterministic": True, "device": "cpu"}
+    run(task, cfg, tmp_path / "full", quiet=True)
+    run(task, {**cfg, "train.stop_after_epoch": 1}, tmp_path / "part", quiet=True)
+    run(task, {}, tmp_path / "part", resume=True, quiet=True)
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        for k in group_a:
+            assert torch.equal(torch.as_tensor(group_a[k]), torch.as_tensor(group_b[k]))
+    assert a["epoch"] == b["epoch"] == 2
