@@ -175,7 +175,8 @@ def test_exact_resume_per_task(task, tmp_path):
     b = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    states = zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True)
+    for group_a, group_b in states:
         for k in group_a:
             assert torch.equal(torch.as_tensor(group_a[k]), torch.as_tensor(group_b[k]))
     assert a["epoch"] == b["epoch"] == 2
