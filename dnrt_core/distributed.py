@@ -38,5 +38,5 @@ def all_gather_cat(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     padded[: x.shape[0]] = x
     parts = [torch.empty_like(padded) for _ in sizes_list]
     dist.all_gather(parts, padded.contiguous())
-    gathered = torch.cat([p[:s] for p, s in zip(parts, sizes_list)], dim=0)
+    gathered = torch.cat([p[:s] for p, s in zip(parts, sizes_list, strict=True)], dim=0)
     return gathered, sum(sizes_list[: rank()])

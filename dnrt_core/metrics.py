@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)):
     """Number of samples whose target is in the top-k logits, for each k (capped at K)."""
     maxk = min(max(ks), logits.shape[1])
