@@ -28,6 +28,18 @@ def real_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: faster than two, and steady when the
+    2 cores are shared (threads waiting at OpenMP barriers made such tests up to 30x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_toy_plugin(where: Path) -> Path:
     """Write a plugin distribution (``toy`` works, ``broken`` fails to import) into ``where``;
     put the returned folder on sys.path / PYTHONPATH to register it."""

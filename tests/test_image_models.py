@@ -17,6 +17,8 @@ from dnrt_core.raa import RAA
 from dnrt_core.tuning import _cnn_feature_site, infer_num_classes
 from tasks.image.models import IMAGE_MODELS, available_models, create_image_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MODELS = available_models()
 ACTS = dnrt_core.available_activations()  # includes "dpa" (TAU + DPA memories in tune)
 K = 10
@@ -68,15 +70,6 @@ def _pristine(name: str) -> nn.Module:
     """Built once per model; tests tune deep copies (tune modifies a model in place)."""
     torch.manual_seed(0)
     return create_image_model(name, num_classes=K)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny batches: one intra-op thread is several times faster than two on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_registry_lists_the_paper_models():

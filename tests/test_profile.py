@@ -11,14 +11,7 @@ from torch import nn
 
 from dnrt_core.profile import count_flops, format_profile_table, profile_mechanisms
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models gain nothing from intra-op threads; on a busy 2-core box they thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _vit_tiny() -> nn.Module:

@@ -15,16 +15,10 @@ from torch import nn
 from dnrt_core import ARR, DPA, GDN, RAA, TAU, tune
 from dnrt_core.tuning import PerCallActivation, match_name
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:torch_geometric")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and robust on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning:torch_geometric"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 def _tune_warnings(fn, *args, **kwargs) -> list[str]:
