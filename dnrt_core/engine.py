@@ -163,9 +163,7 @@ def build_tuned_model(task: Task, cfg: dict[str, Any], data: TaskData) -> Tuned:
             "momentum": float(mech["dpa_momentum"]),
             "interval": int(mech["dpa_interval"]),
             "tau": float(mech["dpa_tau"]),
-        }
-        if act == "dpa":
-            act = "tau"
+        }  # tune() itself maps act="dpa" to TAU at the non-DPA sites
     model = task.build_model(cfg, data)
     options = dict(task.tune_options(cfg, data))
     return tune(model, act=act, arr=arr, dpa=dpa, num_classes=data.num_classes, **options)
@@ -183,7 +181,7 @@ def build(task: Task | str, cfg: dict[str, Any], device: torch.device | None = N
         raise RunError(str(exc).splitlines()[0]) from None
     model.to(device)
     model.materialize(*task.example_inputs(data, device))
-    model.to(device)
+    model.to(device)  # parameters created lazily during materialize follow their input
     return Built(task, cfg, data, model, device)
 
 
