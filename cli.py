@@ -123,6 +123,11 @@ ArrOpt = Annotated[
 DatasetOpt = Annotated[str | None, typer.Option(help="Dataset name (see the task's docs).")]
 DataDirOpt = Annotated[str | None, typer.Option(help="Folder holding the dataset.")]
 ModelOpt = Annotated[str | None, typer.Option(help="Model name.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key: key=value (repeatable)."),
+]
 
 
 def _collect_overrides(options: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
@@ -149,11 +154,8 @@ def _collect_overrides(options: dict[str, Any], sets: list[str] | None) -> dict[
 @user_errors
 def train_cmd(
     task: Annotated[str, typer.Argument(help="Task name (see `dnrt tasks`).")],
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a config key: key=value (repeatable)."),
-    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default runs/<task>/...).")
     ] = None,
@@ -180,7 +182,8 @@ def train_cmd(
     imbalance: Annotated[float | None, typer.Option(help="Long-tail imbalance beta.")] = None,
     backend: Annotated[str | None, typer.Option(help="Graph backend: pyg or dgl.")] = None,
     sampler: Annotated[
-        str | None, typer.Option(help="Graph: full or neighbor; long-tail: none or class-balanced.")
+        str | None,
+        typer.Option(help="Graph: full | neighbor; long-tail: none | class-balanced | sqrt."),
     ] = None,
     fanout: Annotated[
         str | None, typer.Option(help="Neighbour fan-out per layer, e.g. 10,5.")
@@ -246,8 +249,8 @@ def compare_cmd(
         Path | None,
         typer.Option(help="Also copy each run's summary.json (no checkpoints) under DIR."),
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value (repeatable).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,
     lr: LrOpt = None,
