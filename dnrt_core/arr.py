@@ -11,24 +11,35 @@ training sample (x, k), taken **in batch order, one after another**:
 the released code does; ``target="before"`` uses mu_k before it (the paper's
 eq. 4; a first-seen class then contributes zero).
 
-The sequential recursion is evaluated in closed form, without a loop over
-samples. Samples are grouped by class with a stable sort (batch order is kept
-within a class). With a = 1-m, the memory after the sample at sorted position p
-is a^p·V_p, where V is one running sum (cumsum) over the chunk of the terms
+The sequential recursion is evaluated without a loop over samples. One stable
+sort groups the samples by class (batch order is kept within a class; ignored
+labels sort first and are dropped). Then, with n_max the largest class count in
+the batch:
 
-    a^(-st)·F_k        at the first position st of class k (F_k: the memory after
-                       that sample, i.e. x itself for an unset class)
-    m·a^(-p)·x_p       elsewhere, minus the previous class's total at each class start,
+* n_max <= RANK_LOOP_MAX (the usual case, e.g. batch 256 over 100 classes): a loop
+  over *ranks*, vectorised over classes. A second sort puts the rows in rank-major
+  order (every class's first sample, then every second sample, ...; classes by
+  decreasing count, so the classes at rank r are the first n_r of rank r-1). Per
+  rank two in-place ops on those n_r rows: ``x - mu`` (the distance to the memory
+  *before* the sample) and ``mu += m·(x - mu)``. The distance to the memory
+  *after* the sample is exactly (1-m) times the first, so the loss of either
+  target is a scale of the same differences (and sign(), the gradient, is shared).
+* otherwise (long runs of one class): the recurrence h_p = a·h_(p-1) + m·x_p
+  (a = 1-m; restarting at each class with (1-m)·mu_k + m·x, or x for an unset
+  class) as a log-depth Hillis-Steele scan over the class-sorted rows:
+  ceil(log2(n_max)) steps of ``h_p += a^s·h_(p-s)``, s = 1, 2, 4, ..., with
+  coefficient 0 where p-s lies in another class.
 
-so it restarts at every class: O(n·d) work and a fixed number of tensor ops per
-chunk. It runs in float64; chunks are capped so that a^(-n) stays finite.
+Both work in the memory's dtype (the scan's coefficients are powers of a <= 1, so
+float32 is stable) and do O(n·d) (ranks) or O(n·d·log n_max) (scan) work in a few
+dozen tensor ops. The loss is computed on the sorted rows; its backward puts the
+gradient back in batch order with one gather.
 """
 
 from __future__ import annotations
 
-import contextlib
+import bisect
 import functools
-import math
 
 import torch
 from torch import nn
@@ -36,50 +47,91 @@ from torch import nn
 from .distributed import all_gather_cat, is_distributed
 
 ARR_TARGETS = ("after", "before")
-_F64_EXP_LIMIT = 600.0  # (1-m)^-n <= e^600 keeps float64 finite with ample headroom
+#: largest class count in a block for which the update loops over ranks (ARR._by_rank):
+#: two small ops per rank; beyond it the log-depth scan (ARR._by_scan) is cheaper (both cost
+#: about the same at n_max ~ 35 for batch 256, d 192 on CPU)
+RANK_LOOP_MAX = 32
+#: scan coefficients a^s below this are set to 0 (their terms are far below rounding;
+#: keeping them would only produce slow denormal arithmetic)
+_NEGLIGIBLE = 1e-20
 
 
 @functools.lru_cache(maxsize=64)
-def _decay_tables(n: int, decay: float, device: torch.device):
-    """((1-m)^-p, (1-m)^p) for positions p < n, float64."""
-    p = torch.arange(n, dtype=torch.float64, device=device)
-    return torch.pow(decay, -p), torch.pow(decay, p)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    """0..n-1 (int64), cached: never modify it in place."""
+    return torch.arange(n, device=device)
 
 
-@contextlib.contextmanager
-def _single_threaded(device: torch.device):
-    """Run the update's small CPU ops on one intra-op thread: each op is ~(B, d), too small
+@functools.lru_cache(maxsize=64)
+def _rank_scale(n: int, device: torch.device) -> torch.Tensor:
+    """p·(n+1) for positions p < n (int64), cached: never modify it in place."""
+    return torch.arange(0, n * (n + 1), n + 1, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _scan_tables(nsteps: int, momentum: float, dtype: torch.dtype, device: torch.device):
+    """Shifts s = 1, 2, 4, ... of the scan, as ints and as a (nsteps, 1, 1) tensor, the
+    coefficients a^s = (1-m)^s (same shape, in ``dtype``) and the 0-d weights (m, 1) of a
+    class's first sample (set / unset class). Cached: never modify them in place."""
+    shifts = [1 << i for i in range(nsteps)]
+    steps = torch.tensor(shifts, device=device).view(-1, 1, 1)
+    decay = 1.0 - momentum
+    pows = [decay**s if decay**s >= _NEGLIGIBLE else 0.0 for s in shifts]
+    pows = torch.tensor(pows, dtype=dtype, device=device).view(-1, 1, 1)
+    weights = torch.tensor([momentum, 1.0], dtype=dtype, device=device).unbind()
+    return shifts, steps, pows, weights
+
+
+def _single_threaded(device: torch.device, fn, *args):
+    """``fn(*args)`` with the CPU ops on one intra-op thread: each op is ~(B, d), too small
     to gain from splitting, and every split is a fork/join that stalls when the cores are
     shared (measured 0.56 ms -> 110 ms for batch 256 with 2 threads on a loaded 2-core box)."""
     threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
+    if threads == 1 or device.type != "cpu":
+        return fn(*args)
     torch.set_num_threads(1)
     try:
-        yield
+        return fn(*args)
     finally:
         torch.set_num_threads(threads)
 
 
-class _L1ToTarget(torch.autograd.Function):
-    """scale·sum|x - t| with t constant; both directions on one thread (see above)."""
+def _l1(diff: torch.Tensor, scale: float) -> torch.Tensor:
+    return diff.abs().sum().mul_(scale)
+
+
+def _l1_grad(diff: torch.Tensor, order: torch.Tensor | None, g: torch.Tensor) -> torch.Tensor:
+    grad = diff.sign().mul_(g)
+    return grad if order is None else _unsort(grad, order)
+
+
+def _unsort(rows: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """The rows back in batch order: ``out[order[p]] = rows[p]`` (a gather, faster than a
+    scatter of rows on CPU)."""
+    inverse = torch.empty_like(order).scatter_(0, order, _arange(len(order), order.device))
+    return rows.index_select(0, inverse)
+
+
+class _L1OfDiff(torch.autograd.Function):
+    """scale·factor·sum|diff| where ``factor·diff = x[order] - targets`` was computed without
+    autograd (targets constant, factor >= 0): the gradient to x is scale·sign(diff), put
+    back in batch order (``order``: the row of x of each row of ``diff``; ``None``: the same
+    order)."""
 
     @staticmethod
-    def forward(ctx, x, targets, scale: float):  # type: ignore[override]
-        with _single_threaded(x.device):
-            diff = x - targets.to(x.dtype)
-            loss = diff.abs().sum().mul_(scale)
-        ctx.save_for_backward(diff)
-        ctx.scale = scale
-        return loss
+    def forward(ctx, x, diff, order, scale: float, factor: float):  # type: ignore[override]
+        loss = _single_threaded(diff.device, _l1, diff, scale * factor)
+        ctx.save_for_backward(diff, order)
+        ctx.scale = scale if factor > 0.0 else 0.0  # factor 0: x - target is 0
+        ctx.dtype = x.dtype
+        return loss if loss.dtype == x.dtype else loss.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        (diff,) = ctx.saved_tensors
-        with _single_threaded(diff.device):
-            grad = diff.sign_().mul_(grad_out * ctx.scale)
-        return grad, None, None
+        diff, order = ctx.saved_tensors
+        g = grad_out.to(diff.dtype) * ctx.scale
+        grad = _single_threaded(diff.device, _l1_grad, diff, order, g)
+        return grad.to(ctx.dtype), None, None, None, None
 
 
 class ARR(nn.Module):
@@ -90,7 +142,8 @@ class ARR(nn.Module):
         num_features: d (``None``: inferred from the first batch).
         momentum: m, the weight of the new response.
         target: ``"after"`` or ``"before"`` (see module docstring).
-        chunk_size: samples per vectorised block (the memory is carried from block to block).
+        chunk_size: samples per vectorised block (the memory is carried from block to
+            block); bounds the scan's working memory, any size is numerically safe.
         sync: under DDP, update from the all-gathered batch so every rank holds the same memory.
 
     Shape: ``forward(x, y)`` with ``x`` ``(B, d)``, ``y`` ``(B,)`` integer labels
@@ -139,8 +192,8 @@ class ARR(nn.Module):
         if stored is not None and stored.shape != self.memory.shape:
             self.memory = self.memory.new_zeros(stored.shape)
 
-    def _check(self, x: torch.Tensor, y: torch.Tensor) -> int:
-        """Validate shapes/labels, size a lazy memory; return the number of labelled samples."""
+    def _check(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Validate shapes and size a lazy memory (labels: see :meth:`_check_labels`)."""
         if x.dim() != 2:
             raise ValueError(f"ARR expects aggregated responses (B, d), got {tuple(x.shape)}")
         if y.shape != (x.shape[0],):
@@ -151,14 +204,10 @@ class ARR(nn.Module):
             raise ValueError(
                 f"ARR memory has d={self.memory.shape[1]}, response has d={x.shape[1]}"
             )
-        if y.numel() == 0:
-            return 0
-        lo, hi = (int(v) for v in torch.aminmax(y))
+
+    def _check_labels(self, hi: int) -> None:
         if hi >= self.num_classes:
             raise ValueError(f"label {hi} out of range for ARR with num_classes={self.num_classes}")
-        if lo >= 0:
-            return y.numel()
-        return int((y >= 0).sum())
 
     # ------------------------------------------------------------------ update
 
@@ -168,104 +217,161 @@ class ARR(nn.Module):
 
         Rows of ignored samples (label < 0) hold x itself.
         """
-        return self._update(x, y)[0]
-
-    @torch.no_grad()
-    def _update(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
-        with _single_threaded(x.device):
-            return self._update_serial(x, y)
-
-    def _update_serial(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
         x = x.detach().to(self.memory.dtype)
-        y = y.long()
-        n_valid = self._check(x, y)
-        if n_valid == 0:
-            return x, 0
-        if n_valid < x.shape[0]:  # drop ignored samples; their targets are x itself
-            keep = (y >= 0).nonzero().squeeze(1)
-            targets = x.clone()
-            targets[keep] = self._update_valid(x[keep], y[keep])
-            return targets, n_valid
-        return self._update_valid(x, y), n_valid
+        diff, order, factor, _ = self._diffs(x, y.long())
+        return x - _unsort(diff, order).mul_(factor)
 
-    def _update_valid(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        step = self._max_chunk()
-        if x.shape[0] <= step:
-            return self._update_chunk(x, y)
-        return torch.cat(
-            [self._update_chunk(x[i : i + step], y[i : i + step]) for i in range(0, len(y), step)]
-        )
+    def _diffs(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+        """Update the memory from the batch (in batch order, block by block).
 
-    def _max_chunk(self) -> int:
-        """Samples per vectorised block: ``chunk_size``, fewer if (1-m)^-n overflows float64."""
-        decay = 1.0 - self.momentum
-        if decay <= 0.0 or decay >= 1.0:
-            return self.chunk_size
-        return max(1, min(self.chunk_size, int(_F64_EXP_LIMIT / -math.log(decay)) + 1))
+        Returns ``(diff, order, factor, n_valid)``: ``factor·diff[p]`` (B, d) is x - target
+        for the sample ``order[p]`` (zero rows for ignored samples), ``n_valid`` the number
+        of labelled samples.
+        """
+        self._check(x, y)
+        if x.dtype != self.memory.dtype:
+            x = x.to(self.memory.dtype)
+        if x.shape[0] <= self.chunk_size:
+            return _single_threaded(x.device, self._diff_chunk, x, y)
+        self._check_labels(int(y.max()))  # before any block updates the memory
+        parts, n_valid = [], 0
+        for i in range(0, x.shape[0], self.chunk_size):
+            xc, yc = x[i : i + self.chunk_size], y[i : i + self.chunk_size]
+            diff, order, factor, n = _single_threaded(x.device, self._diff_chunk, xc, yc)
+            parts.append((diff.mul_(factor) if factor != 1.0 else diff, order + i))
+            n_valid += n
+        diffs, orders = zip(*parts, strict=True)
+        return torch.cat(diffs), torch.cat(orders), 1.0, n_valid
 
-    def _update_chunk(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """All labels valid. Returns the targets, updates memory/initialized."""
-        m = self.momentum
-        # group samples by class, keeping batch order within a class (stable sort)
-        ys, order = torch.sort(y, stable=True)
-        xs = x.index_select(0, order)
+    def _diff_chunk(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+        """One block of :meth:`_diffs`; updates memory/initialized."""
+        ys, order = torch.sort(y, stable=True)  # ignored samples (y < 0) first
+        if len(order) == 0:
+            return x.new_zeros(x.shape), order, 1.0, 0
         classes, seg, counts = torch.unique_consecutive(ys, return_inverse=True, return_counts=True)
+        p = len(classes)
+        labels_counts = torch.cat((classes, counts)).tolist()  # one sync for all sizes
+        labels, sizes = labels_counts[:p], labels_counts[p:]
+        self._check_labels(labels[-1])
+        n_ign = 0
+        valid = order
+        if labels[0] < 0:  # drop the ignored samples (sorted first) and their "classes"
+            j = bisect.bisect_left(labels, 0)
+            n_ign = sum(sizes[:j])
+            if j == p:
+                return x.new_zeros(x.shape), order, 1.0, 0
+            ys, valid, seg = ys[n_ign:], order[n_ign:], seg[n_ign:] - j
+            classes, counts, sizes = classes[j:], counts[j:], sizes[j:]
+        sizes.sort()
+        if sizes[-1] <= RANK_LOOP_MAX:
+            valid, diff, factor = self._by_rank(x, ys, valid, classes, seg, counts, sizes)
+        else:
+            diff = x.index_select(0, valid)
+            self._by_scan(diff, classes, seg, counts, sizes[-1])
+            factor = 1.0
+        if n_ign:  # zero rows for the ignored samples, in front
+            valid = torch.cat((order[:n_ign], valid))
+            diff = torch.cat((diff.new_zeros(n_ign, diff.shape[1]), diff))
+        return diff, valid, factor, len(order) - n_ign
+
+    def _by_rank(self, x, ys, order, classes, seg, counts, sizes):
+        """The update as a loop over ranks (the k-th sample of each class, all classes at once).
+
+        Rows are put in rank-major order (all first samples, then all second samples, ...),
+        classes by decreasing count within a rank, so the classes present at rank r are
+        the first n_r of rank r-1. ``cur`` holds each class's running memory; per rank,
+        ``x - cur`` (the distance to the memory *before* the sample) is stored in place of
+        x and ``cur += m·(x - cur)``. The distance to the memory *after* the sample is
+        (1-m) times that, so one returned ``diff`` serves both targets (``factor``).
+        Returns ``(order, diff, factor)`` for the labelled samples.
+        """
+        n, p, m = len(ys), len(sizes), self.momentum
+        # sort key: rank·(n+1) - count, stable (ties keep class order)
+        starts = counts.cumsum(0).sub_(counts)
+        key = torch.add(counts, starts, alpha=n + 1).index_select(0, seg)
+        perm = torch.sort(_rank_scale(n, ys.device).sub(key), stable=True)[1]
+        order = order.index_select(0, perm)
+        diff = x.index_select(0, order)
+        cls = ys.index_select(0, perm[:p])  # the classes, by decreasing count
+        known = self.initialized.index_select(0, cls).unsqueeze(1)
+        # the memory before the batch; x itself for an unset class (then x - cur = 0)
+        first = diff[:p]
+        cur = self.memory.index_select(0, cls).sub_(first).mul_(known).add_(first)
+        start = 0
+        for rank in range(sizes[-1]):
+            n_r = p - bisect.bisect_right(sizes, rank)  # classes with more than `rank` samples
+            rows, mem = diff[start : start + n_r], cur[:n_r] if n_r < p else cur
+            rows.sub_(mem)
+            mem.add_(rows, alpha=m)
+            start += n_r
+        self.memory.index_copy_(0, cls, cur)
+        self.initialized.index_fill_(0, cls, True)
+        return order, diff, 1.0 - m if self.target == "after" else 1.0
+
+    def _by_scan(self, xs, classes, seg, counts, nmax) -> None:
+        """The update as a log-depth scan over class-sorted rows ``xs`` (replaced in place by
+        x - target); for batches with long runs of one class."""
+        n, d = xs.shape
+        m = self.momentum
         ends = counts.cumsum(0)
         starts = ends - counts
+        nsteps = (nmax - 1).bit_length() if m < 1.0 else 0
+        shifts, steps, pows, weights = _scan_tables(nsteps, m, xs.dtype, xs.device)
+        # two ping-pong buffers with `head` zero rows above the samples, so that the scan
+        # reads h_(p-s) for every s as a shifted view (the coefficient is 0 where p-s
+        # lies outside the class, and the zero rows keep 0·h finite)
+        head = shifts[-1] if shifts else 1
+        buf = xs.new_empty(2, head + n, d)
+        buf[:, :head].zero_()
+        bufs = buf.unbind(0)
+        tails = (bufs[0][head:], bufs[1][head:])
+        h = torch.mul(xs, m, out=tails[0])
+        # each class's first sample: lerp(mu_k, x, m), or lerp(., x, 1) = x for an unset class
         x_first = xs.index_select(0, starts)
-        # the class memory before the chunk; an unset class starts from its first sample
-        known = self.initialized.index_select(0, classes)[:, None]
-        mu0 = torch.where(known, self.memory.index_select(0, classes), x_first)
-        if m >= 1.0:  # mu_k = x: the memory is the latest sample
-            after = xs
-        else:
-            after = self._closed_form(xs, starts, seg, torch.lerp(mu0, x_first, m))
-        if self.target == "after":
-            target = after
-        else:  # the memory just before each sample: the previous same-class "after", or mu0
-            is_first = torch.zeros_like(y, dtype=torch.bool).index_fill_(0, starts, True)
-            target = torch.where(is_first[:, None], mu0.index_select(0, seg), after.roll(1, 0))
-        # memory after the chunk: each class's last "after"
-        self.memory.index_copy_(0, classes, after.index_select(0, ends - 1))
+        known = self.initialized.index_select(0, classes).unsqueeze(1)
+        mu0 = self.memory.index_select(0, classes)
+        h.index_copy_(0, starts, torch.lerp(mu0, x_first, torch.where(known, *weights)))
+        if nsteps:
+            rank = _arange(n, xs.device) - starts.index_select(0, seg)  # 0-based, in class
+            coefs = ((rank.unsqueeze(1) >= steps) * pows).unbind(0)  # a^s, or 0 across classes
+            for i, s in enumerate(shifts):
+                src = bufs[i & 1]
+                torch.addcmul(
+                    tails[i & 1], src[head - s : head - s + n], coefs[i], out=tails[~i & 1]
+                )
+        scanned = bufs[nsteps & 1]  # memory after each sample, below the head rows
+        # memory after the block: each class's last row (row ends - 1 below the head)
+        self.memory.index_copy_(0, classes, scanned[head - 1 :].index_select(0, ends))
         self.initialized.index_fill_(0, classes, True)
-        return torch.empty_like(x).index_copy_(0, order, target)
-
-    def _closed_form(self, xs, starts, seg, first) -> torch.Tensor:
-        """Memory after each sample for class-sorted ``xs`` (n, d); ``first`` (P, d) is the
-        memory after each class's first sample (at sorted position st_k).
-
-        With a = 1-m, the memory after the sample at position p of class k is
-        a^p·V_p, where V is the running sum of the terms a^-st_k·F_k (at a class start)
-        and m·a^-q·x_q (elsewhere): the sequential rule mu <- a·mu + m·x, rescaled. Each
-        class start also subtracts the previous class's total, so one cumulative sum over
-        the chunk restarts at every class. Exponents grow with p, so the subtracted totals
-        are never large next to the current terms; float64 keeps a^-p in range.
-        """
-        m = self.momentum
-        inv_pow, pow_ = _decay_tables(xs.shape[0], 1.0 - m, xs.device)
-        f64 = torch.float64
-        terms = xs.to(f64, copy=True).mul_(inv_pow[:, None]).mul_(m)
-        terms.index_copy_(0, starts, first.to(f64).mul_(inv_pow.index_select(0, starts)[:, None]))
-        totals = terms.new_zeros(first.shape).index_add_(0, seg, terms)
-        terms.index_add_(0, starts[1:], totals[:-1], alpha=-1.0)
-        running = torch.cumsum(terms.t(), dim=1).t()  # along the contiguous axis: faster on CPU
-        return running.mul_(pow_[:, None]).to(xs.dtype, memory_format=torch.contiguous_format)
+        if self.target == "after":
+            xs.sub_(tails[nsteps & 1])
+        else:  # the memory just before each sample: the previous row of its class, or mu0
+            xs.sub_(scanned[head - 1 : head - 1 + n])
+            xs.index_copy_(0, starts, x_first.sub_(mu0).mul_(known))  # 0 for an unset class
 
     # ------------------------------------------------------------------ loss
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if not self.training or y is None:
             return x.new_zeros(())
-        y = y.long()
+        if y.dtype != torch.int64:
+            y = y.long()
         if self.sync and is_distributed():
             all_x, offset = all_gather_cat(x.detach())
             all_y, _ = all_gather_cat(y)
-            targets = self.update(all_x, all_y)[offset : offset + x.shape[0]]
-            n_valid = int((y >= 0).sum())
+            with torch.no_grad():
+                diff, order, factor, _ = self._diffs(all_x, all_y)
+                diff = _unsort(diff, order)[offset : offset + x.shape[0]]
+            order, n_valid = None, int((y >= 0).sum())
         else:
-            targets, n_valid = self._update(x, y)
-        # ignored rows have target == x: they add exactly 0 (and a zero gradient)
-        return _L1ToTarget.apply(x, targets, 1.0 / float(max(n_valid, 1) * x.shape[1]))
+            diff, order, factor, n_valid = self._diffs(x.detach(), y)
+        # ignored rows have diff 0: they add exactly 0 (and a zero gradient)
+        scale = 1.0 / float(max(n_valid, 1) * x.shape[1])
+        return _L1OfDiff.apply(x, diff, order, scale, factor)
 
     def extra_repr(self) -> str:
         return (

@@ -7,7 +7,18 @@ import io
 import pytest
 import torch
 
+from dnrt_core import arr as arr_module
 from dnrt_core.arr import ARR
+
+#: RANK_LOOP_MAX values that force each of ARR's two update paths: 0 -> always the
+#: log-depth scan, huge -> always the loop over ranks
+PATHS = {"scan": 0, "ranks": 10**9}
+
+
+@pytest.fixture(params=sorted(PATHS))
+def path(request, monkeypatch):
+    monkeypatch.setattr(arr_module, "RANK_LOOP_MAX", PATHS[request.param])
+    return request.param
 
 
 class SequentialARR:
@@ -58,7 +69,7 @@ def _batches(num_classes: int, d: int, sizes, seed: int = 0, ignore: bool = True
 @pytest.mark.parametrize("target", ["after", "before"])
 @pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0])
 @pytest.mark.parametrize("chunk_size", [512, 5])
-def test_matches_sequential_reference(target, momentum, chunk_size):
+def test_matches_sequential_reference(target, momentum, chunk_size, path):
     K, d = 6, 7
     # one class more than the labels use: it must stay unset
     arr = ARR(K + 1, d, momentum=momentum, target=target, chunk_size=chunk_size).train()
@@ -110,8 +121,8 @@ def test_batch_order_matters_within_a_class():
     torch.testing.assert_close(b.memory[0], torch.tensor([3.5]))
 
 
-def test_large_batch_many_repeats_is_stable():
-    """Long same-class runs across several chunks (closed form uses (1-m)^-p)."""
+def test_large_batch_many_repeats_is_stable(path):
+    """Long same-class runs across several chunks (powers of (1-m) up to (1-m)^400)."""
     K, d = 3, 4
     for momentum in (0.1, 0.9):
         arr = ARR(K, d, momentum=momentum, chunk_size=400).train()
@@ -122,6 +133,70 @@ def test_large_batch_many_repeats_is_stable():
         torch.testing.assert_close(arr(x, y), ref(x, y), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(arr.memory.double(), ref.memory, atol=1e-5, rtol=1e-5)
         assert torch.isfinite(arr.memory).all()
+
+
+@pytest.mark.parametrize("target", ["after", "before"])
+def test_update_returns_the_reference_targets(target, path):
+    """update() (used under DDP) gives each sample's target in batch order; ignored rows: x."""
+    K, d, m = 5, 3, 0.3
+    arr = ARR(K, d, momentum=m, target=target).double().train()
+    g = torch.Generator().manual_seed(3)
+    for n in (9, 40):
+        x = torch.randn(n, d, generator=g, dtype=torch.float64)
+        y = torch.randint(0, K, (n,), generator=g)
+        y[::4] = -100  # any negative label is ignored
+        memory = arr.memory.clone()
+        initialized = arr.initialized.clone()
+        targets = arr.update(x, y)
+        # sequential reference, one sample at a time
+        for i in range(n):
+            k = int(y[i])
+            if k < 0:
+                torch.testing.assert_close(targets[i], x[i])
+                continue
+            before = memory[k].clone() if initialized[k] else x[i]
+            memory[k] = x[i] if not initialized[k] else (1 - m) * memory[k] + m * x[i]
+            initialized[k] = True
+            torch.testing.assert_close(targets[i], memory[k] if target == "after" else before)
+        torch.testing.assert_close(arr.memory, memory)
+        assert torch.equal(arr.initialized, initialized)
+
+
+@pytest.mark.parametrize("target", ["after", "before"])
+@pytest.mark.parametrize("labels", [[2] * 37, [0, 1, 2, 3], [3, -1, 3, -1, -1, 3]])
+def test_one_class_and_all_distinct_batches(target, labels, path):
+    """Edge cases of the grouping: a single class (one long run) and no repeats at all."""
+    y = torch.tensor(labels)
+    x = torch.randn(len(y), 6, generator=torch.Generator().manual_seed(4))
+    for momentum in (0.1, 0.75):
+        arr = ARR(4, 6, momentum=momentum, target=target).train()
+        ref = SequentialARR(4, 6, momentum, target)
+        for scale in (1.0, -2.0):  # a second batch: the memory is set now
+            xa = (x * scale).requires_grad_(True)
+            xr = (x * scale).requires_grad_(True)
+            loss, loss_ref = arr(xa, y), ref(xr, y)
+            torch.testing.assert_close(loss, loss_ref, atol=1e-5, rtol=1e-5)
+            loss.backward()
+            loss_ref.backward()
+            torch.testing.assert_close(xa.grad, xr.grad, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(arr.memory.double(), ref.memory, atol=1e-5, rtol=1e-5)
+
+
+def test_empty_batch_gives_zero_loss():
+    arr = ARR(3, 2).train()
+    x = torch.zeros(0, 2, requires_grad=True)
+    loss = arr(x, torch.zeros(0, dtype=torch.long))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert x.grad.shape == (0, 2)
+    assert not arr.initialized.any()
+
+
+def test_out_of_range_label_in_a_later_chunk_leaves_memory_unchanged():
+    arr = ARR(3, 2, chunk_size=2).train()
+    with pytest.raises(ValueError, match="out of range"):
+        arr(torch.randn(5, 2), torch.tensor([0, 1, 2, 0, 3]))
+    assert not arr.initialized.any() and torch.all(arr.memory == 0)
 
 
 def test_all_ignored_gives_zero_loss_and_no_update():
