@@ -26,3 +26,8 @@ def test_ci_installs_and_tests_as_the_readme_says():
     ci = (REPO / ".ci" / "run").read_text()
     assert f"pip install -q {install}" in ci
     assert "-m pytest -q" in block[1] and "-m pytest -q" in ci
+    build = r"(MAX_JOBS=\S+) \S*pip install (--no-build-isolation [^&]*?) &&"
+    extensions = re.search(build, block[1])
+    assert extensions, "the test command builds torch-scatter / torch-sparse first"
+    jobs, args = extensions.groups()
+    assert f"{jobs} pip install -q {args}" in ci

@@ -25,7 +25,8 @@ from .backends import Backend
 
 PYG_SAMPLER_HINT = (
     "sampler 'neighbor' with backend 'pyg' needs pyg-lib or torch-sparse "
-    "(pip install pyg-lib -f https://data.pyg.org/whl/torch-<version>+<cpu|cuXXX>.html); "
+    "(MAX_JOBS=2 pip install --no-build-isolation torch-scatter==2.1.2 torch-sparse==0.6.18, "
+    "about 10 minutes to compile); "
     'or use backend dgl (pip install "dnrt[dgl]")'
 )
 
@@ -225,14 +226,16 @@ class PyGNeighborBatches:
         from torch_geometric.loader import NeighborLoader
 
         seeds = self.order(epoch)
-        loader = NeighborLoader(
-            self.data,
-            num_neighbors=self.fanouts,
-            input_nodes=seeds,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-        )
+        with warnings.catch_warnings():  # torch-sparse is a supported sampler here
+            warnings.filterwarnings("ignore", message=".*without a 'pyg-lib' installation.*")
+            loader = NeighborLoader(
+                self.data,
+                num_neighbors=self.fanouts,
+                input_nodes=seeds,
+                batch_size=self.batch_size,
+                shuffle=False,
+                num_workers=self.num_workers,
+            )
         for sub in loader:  # samples with the global torch RNG (saved in checkpoints)
             targets = sub.y.clone()
             targets[sub.batch_size :] = -1
