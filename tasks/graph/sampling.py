@@ -116,10 +116,10 @@ def blocks_to_edge_index(blocks: list) -> torch.Tensor:
     return torch.cat(parts, dim=1).long()
 
 
-class DGLNeighborBatches:
-    """Mini-batches from ``dgl.dataloading.NeighborSampler``: sampled in this thread
-    (reproducible per seed and epoch), or by a ``dgl.dataloading.DataLoader`` with
-    ``num_workers`` worker processes."""
+class _NeighborBatches:
+    """Shared part of the neighbour samplers: seed order per epoch, batch count, and the
+    backend graph builder; subclasses prepare the graph (``_prepare``) and sample
+    (``_iterate``)."""
 
     def __init__(
         self,
@@ -134,19 +134,36 @@ class DGLNeighborBatches:
         seed: int,
         num_workers: int = 0,
     ):
+        self.backend, self.model = backend, model
+        self.order = _SeedOrder(seeds, seed)
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self._prepare(x, targets, edge_index, fanouts)
+
+    def _prepare(
+        self, x: torch.Tensor, targets: torch.Tensor, edge_index: torch.Tensor, fanouts: list[int]
+    ) -> None:
+        raise NotImplementedError
+
+    def _iterate(self, epoch: int) -> Iterator[GraphBatch]:
+        raise NotImplementedError
+
+    def epoch(self, epoch: int) -> Batches:
+        return Batches(self.order.num_batches(self.batch_size), lambda: self._iterate(epoch))
+
+
+class DGLNeighborBatches(_NeighborBatches):
+    """Mini-batches from ``dgl.dataloading.NeighborSampler``: sampled in this thread
+    (reproducible per seed and epoch), or by a ``dgl.dataloading.DataLoader`` with
+    ``num_workers`` worker processes."""
+
+    def _prepare(self, x, targets, edge_index, fanouts) -> None:
         import dgl
 
-        self.backend, self.model = backend, model
         self.x, self.targets = x, targets
         self.g = dgl.graph((edge_index[0], edge_index[1]), num_nodes=x.shape[0])
         self.g.create_formats_()  # sampling results depend on the formats present
         # DGL lists fanouts from the input layer: hop 1 (next to the seeds) comes last
         self.sampler = dgl.dataloading.NeighborSampler(list(reversed(fanouts)))
-        self.order = _SeedOrder(seeds, seed)
-        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-
-    def epoch(self, epoch: int) -> Batches:
-        return Batches(self.order.num_batches(self.batch_size), lambda: self._iterate(epoch))
 
     def _iterate(self, epoch: int) -> Iterator[GraphBatch]:
         import dgl
@@ -194,33 +211,15 @@ def pyg_sampler_available() -> bool:
     return bool(pyg_typing.WITH_PYG_LIB or pyg_typing.WITH_TORCH_SPARSE)
 
 
-class PyGNeighborBatches:
+class PyGNeighborBatches(_NeighborBatches):
     """Mini-batches from ``torch_geometric.loader.NeighborLoader`` (needs pyg-lib or
     torch-sparse; checked by the caller with :func:`pyg_sampler_available`)."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        model: str,
-        x: torch.Tensor,
-        targets: torch.Tensor,
-        edge_index: torch.Tensor,
-        seeds: torch.Tensor,
-        fanouts: list[int],
-        batch_size: int,
-        seed: int,
-        num_workers: int = 0,
-    ):
+    def _prepare(self, x, targets, edge_index, fanouts) -> None:
         from torch_geometric.data import Data
 
-        self.backend, self.model = backend, model
         self.data = Data(x=x, y=targets, edge_index=edge_index, num_nodes=x.shape[0])
         self.fanouts = fanouts
-        self.order = _SeedOrder(seeds, seed)
-        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-
-    def epoch(self, epoch: int) -> Batches:
-        return Batches(self.order.num_batches(self.batch_size), lambda: self._iterate(epoch))
 
     def _iterate(self, epoch: int) -> Iterator[GraphBatch]:
         from torch_geometric.loader import NeighborLoader
