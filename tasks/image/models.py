@@ -166,10 +166,8 @@ def build_pvt_tiny(num_classes, img_size, drop_path, act_layer, in_chans) -> nn.
         kwargs["sr_ratios"] = (1, 1, 1, 1)
     model = timm.create_model(
         "pvt_v2_b0",
-        pretrained=False,
         num_classes=num_classes,
-        drop_path_rate=drop_path,
-        in_chans=in_chans,
+        **_timm_kwargs(drop_path, None, in_chans),
         **kwargs,
     )
     return _replace_activations(model, act_layer, (nn.GELU,))  # no act_layer kwarg in timm
@@ -236,13 +234,11 @@ def build_tnt_s(num_classes, img_size, drop_path, act_layer, in_chans) -> nn.Mod
     _check_patch(img_size, patch, "tnt_s")
     model = timm.create_model(
         "tnt_s_patch16_224",
-        pretrained=False,
         num_classes=num_classes,
         img_size=img_size,
         patch_size=patch,
         first_stride=first_stride,
-        drop_path_rate=drop_path,
-        in_chans=in_chans,
+        **_timm_kwargs(drop_path, None, in_chans),
     )
     _replace_activations(model, act_layer, (nn.GELU,))  # no act_layer kwarg in timm
     model.__class__ = TNTPatchFirst
