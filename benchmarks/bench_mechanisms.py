@@ -7,10 +7,11 @@ Sections (all candidates of a table run side by side in one process, repeats are
 interleaved across candidates, the reported time is the median):
 
 * ``arr``:    ARR update + loss at batch 256, d 192, 100 classes vs a per-sample numpy loop
-              like the released code (target: >= 5x faster).
+              like the released code (target: >= 5x faster); with the C kernel and with
+              the tensor-op path (``DNRT_CPU_KERNELS=0``).
 * ``vit``:    ViT-Tiny (32 px, patch 4, batch 64) training step and inference: stock GELU,
-              RAA, RAA + ARR (``tune(act="raa", arr=True)``), ReLU, DPA
-              (targets: RAA+ARR <= 1.08x train, <= 1.03x inference of GELU).
+              RAA, RAA + ARR (``tune(act="raa", arr=True)``), the same without the C kernels,
+              ReLU, DPA (targets: RAA+ARR <= 1.08x train, <= 1.03x inference of GELU).
 * ``resnet``: CIFAR ResNet-18 (torchvision resnet18, num_classes=10, 32 px, batch 64): ReLU,
               GELU, RAA, RAA-ReLU, DPA.
 * ``raa``:    the RAA activation alone (fused Function) vs its base, forward / forward+backward.
@@ -32,8 +33,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dnrt_core import ARR, tune
+from dnrt_core import ARR, cpu_kernels, tune
 from dnrt_core.raa import _RAAFunction
+
+
+def _kernels(flag: bool | None, fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with the C kernels forced on/off (``None``: as configured)."""
+    if flag is None:
+        return fn
+
+    def run():
+        cpu_kernels.set_enabled(flag)
+        try:
+            return fn()
+        finally:
+            cpu_kernels.set_enabled(None)
+
+    return run
 
 
 def _median_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int):
@@ -99,13 +115,16 @@ def bench_arr(repeats: int) -> None:
         for _ in range(16)
     ]
     arr = ARR(classes, d).train()
+    arr_ops = ARR(classes, d).train()
     loop = NumpyLoopARR(classes, d)
     # same numbers first (sanity): identical memory and loss after a few batches
     for x, y in data[:4]:
         ours = float(arr(x, y))
+        ours_ops = float(_kernels(False, lambda x=x, y=y: arr_ops(x, y))())
         theirs = loop(x.numpy(), y.numpy())
-        assert abs(ours - theirs) < 1e-4, (ours, theirs)
+        assert abs(ours - theirs) < 1e-4 and abs(ours_ops - theirs) < 1e-4, (ours, theirs)
     assert np.allclose(arr.memory.numpy(), loop.memory, atol=1e-5)
+    assert np.allclose(arr_ops.memory.numpy(), loop.memory, atol=1e-5)
 
     state = {"i": 0}
     x_grad = [x.clone().requires_grad_(True) for x, _ in data]
@@ -118,12 +137,21 @@ def bench_arr(repeats: int) -> None:
         i = state["i"] = (state["i"] + 1) % len(data)
         arr(x_grad[i], data[i][1]).backward()
 
+    def ops():
+        i = state["i"] = (state["i"] + 1) % len(data)
+        return arr_ops(data[i][0], data[i][1])
+
     def numpy_loop():
         i = state["i"] = (state["i"] + 1) % len(data)
         return loop(data[i][0].numpy(), data[i][1].numpy())
 
     med = _median_interleaved(
-        {"numpy loop": numpy_loop, "ARR": ours, "ARR + backward": ours_backward},
+        {
+            "numpy loop": numpy_loop,
+            "ARR": ours,
+            "ARR + backward": ours_backward,
+            "ARR, tensor ops": _kernels(False, ops),
+        },
         repeats=repeats * 20,
         warmup=20,
     )
@@ -165,11 +193,18 @@ def _build(factory, act: str | None, arr: bool, x: torch.Tensor):
     return model
 
 
+def _unpack(config):
+    """(label, act, arr, baseline, kernels): ``kernels`` False runs without the C kernels."""
+    return (*config, None) if len(config) == 4 else config
+
+
 def bench_models(name: str, factory, configs, repeats: int, batch: int) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
-    models = {label: _build(factory, act, arr, x) for label, act, arr, _ in configs}
+    configs = [_unpack(c) for c in configs]
+    models = {label: _build(factory, act, arr, x) for label, act, arr, _, _ in configs}
+    kernels = {label: flag for label, _, _, _, flag in configs}
     opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for k, m in models.items()}
 
     def train_step(label):
@@ -195,10 +230,14 @@ def bench_models(name: str, factory, configs, repeats: int, batch: int) -> None:
 
         return run
 
-    train = _median_interleaved({k: train_step(k) for k in models}, repeats, warmup=2)
-    inference = _median_interleaved({k: infer(k) for k in models}, repeats * 2, warmup=2)
+    train = _median_interleaved(
+        {k: _kernels(kernels[k], train_step(k)) for k in models}, repeats, warmup=2
+    )
+    inference = _median_interleaved(
+        {k: _kernels(kernels[k], infer(k)) for k in models}, repeats * 2, warmup=2
+    )
     rows = []
-    for label, _, _, baseline in configs:
+    for label, _, _, baseline, _ in configs:
         row = [label]
         for timings in (train, inference):
             wall, cpu = timings[label]
@@ -228,10 +267,11 @@ def bench_models(name: str, factory, configs, repeats: int, batch: int) -> None:
     )
 
 
-VIT_CONFIGS = [  # label, act, arr, baseline label
+VIT_CONFIGS = [  # label, act, arr, baseline label[, C kernels on/off]
     ("gelu (stock)", None, False, "gelu (stock)"),
     ("raa", "raa", False, "gelu (stock)"),
     ("raa+arr (DNRT)", "raa", True, "gelu (stock)"),
+    ("DNRT, tensor ops", "raa", True, "gelu (stock)", False),
     ("relu", "relu", False, "relu"),
     ("dpa", "dpa", False, "relu"),
 ]
@@ -266,22 +306,25 @@ def bench_raa(repeats: int) -> None:
         def base_f(x=x, fn=fn):
             return fn(x)
 
-        fwd = _median_interleaved({"raa": raa_f, "base": base_f}, repeats * 2, warmup=2)
+        fwd = _median_interleaved(
+            {"raa": raa_f, "ops": _kernels(False, raa_f), "base": base_f}, repeats * 2, warmup=2
+        )
         both = _median_interleaved(
             {
                 "raa": lambda f=raa_f, g=g: f().backward(g),
+                "ops": _kernels(False, lambda f=raa_f, g=g: f().backward(g)),
                 "base": lambda f=base_f, g=g: f().backward(g),
             },
             repeats * 2,
             warmup=2,
         )
         rows.append(
-            (label, *(f"{t[k][1] * 1e3:.2f}" for t in (fwd, both) for k in ("base", "raa")))
+            (label, *(f"{t[k][1] * 1e3:.2f}" for t in (fwd, both) for k in ("base", "raa", "ops")))
         )
     _table(
-        "RAA activation alone vs its base (process CPU ms, median)",
+        "RAA activation alone vs its base (process CPU ms, median; raa: C kernel, ops: tensor ops)",
         rows,
-        ("input", "base fwd", "raa fwd", "base fwd+bwd", "raa fwd+bwd"),
+        ("input", "base fwd", "raa fwd", "ops fwd", "base fwd+bwd", "raa fwd+bwd", "ops fwd+bwd"),
     )
 
 
@@ -299,6 +342,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.threads} threads, {os.cpu_count()} CPUs ({platform.processor() or 'cpu'}), "
         f"python {sys.version.split()[0]}, load average at start {load}"
     )
+    print(f"# C kernels: {cpu_kernels.status()}")
     if "arr" in args.only:
         bench_arr(args.repeats)
     if "raa" in args.only:

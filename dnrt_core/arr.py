@@ -30,7 +30,11 @@ the batch:
   ceil(log2(n_max)) steps of ``h_p += a^s·h_(p-s)``, s = 1, 2, 4, ..., with
   coefficient 0 where p-s lies in another class.
 
-Both work in the memory's dtype (the scan's coefficients are powers of a <= 1, so
+With a float32 memory on CPU, the C kernel of :mod:`dnrt_core.cpu_kernels` runs the
+recursion itself, sample by sample (B·d multiply-adds, no per-op dispatch); the tensor-op
+paths above serve other dtypes and devices, or when no C compiler is available.
+
+The tensor-op paths work in the memory's dtype (the scan's coefficients are powers of a <= 1, so
 float32 is stable) and do O(n·d) (ranks) or O(n·d·log n_max) (scan) work in a few
 dozen tensor ops. The loss is computed on the sorted rows; its backward puts the
 gradient back in batch order with one gather.
@@ -39,11 +43,13 @@ gradient back in batch order with one gather.
 from __future__ import annotations
 
 import bisect
+import ctypes
 import functools
 
 import torch
 from torch import nn
 
+from . import cpu_kernels
 from .distributed import all_gather_cat, is_distributed
 
 ARR_TARGETS = ("after", "before")
@@ -105,9 +111,11 @@ def _l1_grad(diff: torch.Tensor, order: torch.Tensor | None, g: torch.Tensor) ->
     return grad if order is None else _unsort(grad, order)
 
 
-def _unsort(rows: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+def _unsort(rows: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
     """The rows back in batch order: ``out[order[p]] = rows[p]`` (a gather, faster than a
-    scatter of rows on CPU)."""
+    scatter of rows on CPU); ``order=None``: already in batch order."""
+    if order is None:
+        return rows
     inverse = torch.empty_like(order).scatter_(0, order, _arange(len(order), order.device))
     return rows.index_select(0, inverse)
 
@@ -116,11 +124,14 @@ class _L1OfDiff(torch.autograd.Function):
     """scale·factor·sum|diff| where ``factor·diff = x[order] - targets`` was computed without
     autograd (targets constant, factor >= 0): the gradient to x is scale·sign(diff), put
     back in batch order (``order``: the row of x of each row of ``diff``; ``None``: the same
-    order)."""
+    order). ``abs_sum``: sum|diff| when already known (the C kernel computes it)."""
 
     @staticmethod
-    def forward(ctx, x, diff, order, scale: float, factor: float):  # type: ignore[override]
-        loss = _single_threaded(diff.device, _l1, diff, scale * factor)
+    def forward(ctx, x, diff, order, scale, factor, abs_sum=None):  # type: ignore[override]
+        if abs_sum is None:
+            loss = _single_threaded(diff.device, _l1, diff, scale * factor)
+        else:
+            loss = torch.tensor(abs_sum * scale * factor, dtype=diff.dtype)
         ctx.save_for_backward(diff, order)
         ctx.scale = scale if factor > 0.0 else 0.0  # factor 0: x - target is 0
         ctx.dtype = x.dtype
@@ -131,7 +142,7 @@ class _L1OfDiff(torch.autograd.Function):
         diff, order = ctx.saved_tensors
         g = grad_out.to(diff.dtype) * ctx.scale
         grad = _single_threaded(diff.device, _l1_grad, diff, order, g)
-        return grad.to(ctx.dtype), None, None, None, None
+        return grad.to(ctx.dtype), None, None, None, None, None
 
 
 class ARR(nn.Module):
@@ -218,23 +229,27 @@ class ARR(nn.Module):
         Rows of ignored samples (label < 0) hold x itself.
         """
         x = x.detach().to(self.memory.dtype)
-        diff, order, factor, _ = self._diffs(x, y.long())
+        diff, order, factor, _, _ = self._diffs(x, y.long())
         return x - _unsort(diff, order).mul_(factor)
 
     def _diffs(
         self, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, float, int, float | None]:
         """Update the memory from the batch (in batch order, block by block).
 
-        Returns ``(diff, order, factor, n_valid)``: ``factor·diff[p]`` (B, d) is x - target
-        for the sample ``order[p]`` (zero rows for ignored samples), ``n_valid`` the number
-        of labelled samples.
+        Returns ``(diff, order, factor, n_valid, abs_sum)``: ``factor·diff[p]`` (B, d) is
+        x - target for the sample ``order[p]`` (``order=None``: sample p; zero rows for
+        ignored samples), ``n_valid`` the number of labelled samples, ``abs_sum`` the sum of
+        ``|diff|`` when the C kernel computed it on the way (else ``None``).
         """
         self._check(x, y)
         if x.dtype != self.memory.dtype:
             x = x.to(self.memory.dtype)
+        lib = self._kernel_library(x)
+        if lib is not None:
+            return self._diffs_kernel(lib, x, y)
         if x.shape[0] <= self.chunk_size:
-            return _single_threaded(x.device, self._diff_chunk, x, y)
+            return (*_single_threaded(x.device, self._diff_chunk, x, y), None)
         self._check_labels(int(y.max()))  # before any block updates the memory
         parts, n_valid = [], 0
         for i in range(0, x.shape[0], self.chunk_size):
@@ -243,7 +258,31 @@ class ARR(nn.Module):
             parts.append((diff.mul_(factor) if factor != 1.0 else diff, order + i))
             n_valid += n
         diffs, orders = zip(*parts, strict=True)
-        return torch.cat(diffs), torch.cat(orders), 1.0, n_valid
+        return torch.cat(diffs), torch.cat(orders), 1.0, n_valid, None
+
+    def _kernel_library(self, x: torch.Tensor):
+        memory = self.memory
+        if x.device.type != "cpu" or memory.dtype != torch.float32 or not memory.is_contiguous():
+            return None
+        if not cpu_kernels.can_run_opaque_code():
+            return None
+        return cpu_kernels.load()
+
+    def _diffs_kernel(self, lib, x: torch.Tensor, y: torch.Tensor):
+        """:meth:`_diffs` by the C kernel: the recursion sample by sample, diffs in batch order."""
+        if len(y):
+            self._check_labels(int(y.max()))  # before the memory is touched
+        x, y = x.contiguous(), y.contiguous()
+        diff = torch.empty_like(x)
+        abs_sum = ctypes.c_double()
+        n_valid = lib.dnrt_arr_update(
+            x.data_ptr(), y.data_ptr(), self.memory.data_ptr(), self.initialized.data_ptr(),
+            diff.data_ptr(), x.shape[0], x.shape[1], self.momentum, self.target == "after",
+            ctypes.byref(abs_sum),
+        )  # fmt: skip
+        for buffer in (self.memory, self.initialized):  # written behind autograd's back
+            torch.autograd.graph.increment_version(buffer)
+        return diff, None, 1.0, int(n_valid), abs_sum.value
 
     def _diff_chunk(
         self, x: torch.Tensor, y: torch.Tensor
@@ -364,14 +403,14 @@ class ARR(nn.Module):
             all_x, offset = all_gather_cat(x.detach())
             all_y, _ = all_gather_cat(y)
             with torch.no_grad():
-                diff, order, factor, _ = self._diffs(all_x, all_y)
+                diff, order, factor, _, _ = self._diffs(all_x, all_y)
                 diff = _unsort(diff, order)[offset : offset + x.shape[0]]
-            order, n_valid = None, int((y >= 0).sum())
+            order, n_valid, abs_sum = None, int((y >= 0).sum()), None
         else:
-            diff, order, factor, n_valid = self._diffs(x.detach(), y)
+            diff, order, factor, n_valid, abs_sum = self._diffs(x.detach(), y)
         # ignored rows have diff 0: they add exactly 0 (and a zero gradient)
         scale = 1.0 / float(max(n_valid, 1) * x.shape[1])
-        return _L1OfDiff.apply(x, diff, order, scale, factor)
+        return _L1OfDiff.apply(x, diff, order, scale, factor, abs_sum)
 
     def extra_repr(self) -> str:
         return (

@@ -11,11 +11,16 @@ learnable scalar ``s = w·x + b`` shared by all d elements:
 
 The forward/backward pass is one fused autograd Function (:class:`_RAAFunction`)
 that saves only the input and the (…, 1) shift (the gate is recomputed in the
-backward) and costs one matvec per vector in each direction. On CPU it works on
-cache-sized blocks of feature vectors: a block's matvec and its short chain of
-elementwise ops (written into preallocated outputs with ``out=``) run while the
-block is in L2, so the extra passes RAA needs over a stock activation stay in
-cache and the only large allocation is the result, as for the stock activation.
+backward) and costs one matvec per vector in each direction. Two implementations:
+
+* float32 on CPU: the C kernels of :mod:`dnrt_core.cpu_kernels` (built on first use),
+  one pass over memory per direction, like a stock activation;
+* otherwise (other dtypes and devices, or no C compiler): tensor ops. On CPU they work
+  on cache-sized blocks of feature vectors: a block's matvec and its short chain of
+  elementwise ops (written into preallocated outputs with ``out=``) run while the
+  block is in L2.
+
+Both agree with :func:`raa_reference` (the plain definition) to float rounding.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
+from . import cpu_kernels
+
 RAA_BASES = ("gelu", "relu", "silu")
+_KERNEL_BASE = {"gelu": 0, "relu": 1, "silu": 2}  # the C kernels' base ids
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _LOG_INV_SQRT2PI = math.log(_INV_SQRT2PI)
@@ -111,6 +119,45 @@ def _tmp_views(tmp: torch.Tensor, blocks) -> list[torch.Tensor]:
     return [tmp if blk[0].shape[0] == tmp.shape[0] else tmp[: blk[0].shape[0]] for blk in blocks]
 
 
+def _kernel_library(x: torch.Tensor, weight: torch.Tensor):
+    """The C kernel library when it applies to ``x`` (float32 on CPU, real data, not seen
+    through a tracer or a dispatch mode such as the FLOP counter), else ``None``."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return None
+    if not cpu_kernels.can_run_opaque_code():
+        return None
+    return cpu_kernels.load()
+
+
+def _kernel_forward(lib, x3: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, base: str):
+    """y (A, d, C) and the shift s (A, C) of the contiguous x3 (A, d, C) with the C kernel."""
+    a, d, c = x3.shape
+    w = weight.detach().contiguous()
+    y3 = torch.empty_like(x3)
+    s2 = x3.new_empty((a, c))
+    lib.dnrt_raa_forward(
+        _KERNEL_BASE[base], x3.data_ptr(), w.data_ptr(), float(bias), y3.data_ptr(),
+        s2.data_ptr(), a, d, c, torch.get_num_threads(),
+    )  # fmt: skip
+    return y3, s2
+
+
+def _kernel_backward(lib, x3, s2, g3, weight, base: str, weight_grad: bool):
+    """grad_x (A, d, C), grad_s (A, C) and grad_w (d,) or None with the C kernel."""
+    a, d, c = x3.shape
+    threads = torch.get_num_threads()
+    w = weight.detach().contiguous()
+    grad_x3 = torch.empty_like(x3)
+    grad_s2 = x3.new_empty((a, c))
+    partial_w = x3.new_zeros((threads, d)) if weight_grad else None  # one row per thread
+    lib.dnrt_raa_backward(
+        _KERNEL_BASE[base], x3.data_ptr(), s2.data_ptr(), g3.data_ptr(), w.data_ptr(),
+        grad_x3.data_ptr(), grad_s2.data_ptr(),
+        None if partial_w is None else partial_w.data_ptr(), a, d, c, threads,
+    )  # fmt: skip
+    return grad_x3, grad_s2, None if partial_w is None else partial_w.sum(0)
+
+
 class _RAAFunction(torch.autograd.Function):
     """Fused RAA: saves x and the shift s only; the gate is recomputed in backward.
 
@@ -122,6 +169,15 @@ class _RAAFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, dim: int, base: str):  # type: ignore[override]
         dim = dim % x.dim()
         x3 = _as_3d(x, dim)
+        ctx.dim = dim
+        ctx.base = base
+        lib = _kernel_library(x, weight)
+        ctx.kernel = lib
+        if lib is not None:
+            x3 = x3.contiguous()
+            y3, s2 = _kernel_forward(lib, x3, weight, bias, base)
+            ctx.save_for_backward(x3, s2, weight)
+            return y3.view(x.shape)
         w, b = weight.to(x.dtype), bias.to(x.dtype)
         if base == "gelu":  # the GELU chain works with -z/sqrt2: keep -s/sqrt2 instead of s
             w, b = w * -_INV_SQRT2, b * -_INV_SQRT2
@@ -136,12 +192,12 @@ class _RAAFunction(torch.autograd.Function):
         shape = list(x.shape)
         shape[dim] = 1
         ctx.save_for_backward(x, s3.view(shape), weight)
-        ctx.dim = dim
-        ctx.base = base
         return y3.view(x.shape)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
+        if ctx.kernel is not None:
+            return _RAAFunction._kernel_backward(ctx, grad_out)
         x, s, weight = ctx.saved_tensors
         dim, base = ctx.dim, ctx.base
         x3 = _as_3d(x, dim)
@@ -168,6 +224,17 @@ class _RAAFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = grad_x3.view(x.shape)
         return grad_x, grad_weight, grad_bias, None, None
+
+    @staticmethod
+    def _kernel_backward(ctx, grad_out):
+        x3, s2, weight = ctx.saved_tensors
+        g3 = grad_out.reshape(x3.shape).contiguous()
+        grad_x3, grad_s2, grad_w = _kernel_backward(
+            ctx.kernel, x3, s2, g3, weight, ctx.base, ctx.needs_input_grad[1]
+        )
+        grad_bias = grad_s2.sum().reshape(1) if ctx.needs_input_grad[2] else None
+        grad_x = grad_x3.view(grad_out.shape) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_w, grad_bias, None, None
 
 
 def raa_reference(

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 import torch
 
 from dnrt_core import arr as arr_module
+from dnrt_core import cpu_kernels
 from dnrt_core.arr import ARR
 
-#: RANK_LOOP_MAX values that force each of ARR's two update paths: 0 -> always the
-#: log-depth scan, huge -> always the loop over ranks
-PATHS = {"scan": 0, "ranks": 10**9}
+#: ARR's three update paths: the C kernel (float32 on CPU, the default here), and with kernels
+#: off the tensor ops, forced by RANK_LOOP_MAX: 0 -> always the log-depth scan, huge -> always
+#: the loop over ranks
+PATHS = {"kernel": None, "scan": 0, "ranks": 10**9}
 
 
 @pytest.fixture(params=sorted(PATHS))
 def path(request, monkeypatch):
-    monkeypatch.setattr(arr_module, "RANK_LOOP_MAX", PATHS[request.param])
+    if request.param == "kernel":
+        if cpu_kernels.load() is None:
+            reason = f"fused CPU kernels unavailable: {cpu_kernels.status()}"
+            (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
+    else:
+        monkeypatch.setenv("DNRT_CPU_KERNELS", "0")
+        monkeypatch.setattr(arr_module, "RANK_LOOP_MAX", PATHS[request.param])
     return request.param
 
 

@@ -1,0 +1,205 @@
+"""The fused C kernels for RAA: equal to the float64 definition, forward and backward, on rows
+and channel maps, every base, ragged widths, 1 and 2 threads, the AVX-512 and the portable
+build; the cache; the tensor-op fallback when kernels are off or no compiler exists."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import pytest
+import torch
+
+from dnrt_core import cpu_kernels
+from dnrt_core.raa import RAA, RAA_BASES, _kernel_backward, _kernel_forward, raa_reference
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _library():
+    lib = cpu_kernels.load()
+    if lib is None:
+        reason = f"fused CPU kernels unavailable: {cpu_kernels.status()}"
+        if IN_CI:  # CI has a C compiler (it builds torch-scatter): the kernels must work there
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return lib
+
+
+@pytest.fixture(scope="module")
+def portable_library(tmp_path_factory):
+    """A build without AVX-512 (the generic, compiler-vectorised loops)."""
+    cc = cpu_kernels.compiler()
+    if cc is None:
+        (pytest.fail if IN_CI else pytest.skip)("no C compiler")
+    extra = ("-mno-avx512f",) if platform.machine().lower() in ("x86_64", "amd64") else ()
+    path = cpu_kernels.build(cc, extra, cache_dir=tmp_path_factory.mktemp("kernels"))
+    return cpu_kernels.open_library(path)
+
+
+# (shape, dim): rows with widths that are / are not multiples of 16, (B, T, d), channel maps
+# with ragged and wide spatial sizes, and enough vectors to split over two threads
+SHAPES = [
+    ((7, 768), -1),
+    ((33, 37), -1),
+    ((3, 5, 9), -1),
+    ((4, 5, 7, 5), 1),
+    ((3, 20, 8, 8), 1),
+    ((2, 3, 1, 1), 1),
+]
+
+
+def _reference(x, w, b, dim, base, g):
+    """y and the gradients of sum(y·g) from the plain definition in float64."""
+    x64 = x.double().requires_grad_(True)
+    w64 = w.double().requires_grad_(True)
+    b64 = b.double().requires_grad_(True)
+    y = raa_reference(x64, w64, b64, dim, base)
+    y.backward(g.double())
+    return y.detach(), x64.grad, w64.grad, b64.grad
+
+
+def _kernel(lib, x, w, b, dim, base, g):
+    dim = dim % x.dim()
+    x3 = x.reshape(x.shape[:dim].numel(), x.shape[dim], -1).contiguous()
+    y3, s2 = _kernel_forward(lib, x3, w, b, base)
+    gx3, gs2, gw = _kernel_backward(lib, x3, s2, g.reshape(x3.shape).contiguous(), w, base, True)
+    return y3.view(x.shape), gx3.view(x.shape), gw, gs2.sum().reshape(1)
+
+
+def _inputs(shape, dim, seed=0, scale=2.0):
+    gen = torch.Generator().manual_seed(seed)
+    d = shape[dim]
+    x = torch.randn(*shape, generator=gen) * scale
+    w = torch.randn(d, generator=gen) / d**0.5
+    b = torch.randn(1, generator=gen)
+    g = torch.randn(*shape, generator=gen)
+    return x, w, b, g
+
+
+def _check(got, ref):
+    y, gx, gw, gb = got
+    ry, rgx, rgw, rgb = ref
+    torch.testing.assert_close(y.double(), ry, atol=2e-6, rtol=2e-6)
+    torch.testing.assert_close(gx.double(), rgx, atol=1e-5, rtol=1e-5)
+    # sums over every vector (with cancellation): compare norm-wise
+    for got_sum, ref_sum in ((gw, rgw), (gb, rgb)):
+        error = (got_sum.double() - ref_sum).norm()
+        assert error <= 1e-5 * ref_sum.norm() + 1e-5, (error, ref_sum.norm())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("base", RAA_BASES)
+@pytest.mark.parametrize("shape,dim", SHAPES)
+def test_kernel_equals_definition(shape, dim, base, threads):
+    lib = _library()
+    x, w, b, g = _inputs(shape, dim)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = _kernel(lib, x, w, b, dim, base, g)
+    finally:
+        torch.set_num_threads(previous)
+    _check(got, _reference(x, w, b, dim, base, g))
+
+
+@pytest.mark.parametrize("base", RAA_BASES)
+@pytest.mark.parametrize("shape,dim", SHAPES)
+def test_portable_build_equals_definition(portable_library, shape, dim, base):
+    x, w, b, g = _inputs(shape, dim, seed=1)
+    got = _kernel(portable_library, x, w, b, dim, base, g)
+    _check(got, _reference(x, w, b, dim, base, g))
+
+
+@pytest.mark.parametrize("base", RAA_BASES)
+def test_far_tails_and_nan(base):
+    """|z| up to 1e4: the exp range reduction saturates to exact 0 / 1 gates, never NaN/inf;
+    a NaN input makes its vector NaN (its shift is NaN), as in the definition, and no other."""
+    lib = _library()
+    x = torch.tensor([[-1e4, -200.0, -60.0, -12.0, -3.0, 0.0, 3.0, 12.0, 60.0, 200.0, 1e4]])
+    w, b = torch.zeros(x.shape[1]), torch.zeros(1)
+    g = torch.ones_like(x)
+    y, gx, _, _ = _kernel(lib, x, w, b, -1, base, g)
+    ry, rgx, _, _ = _reference(x, w, b, -1, base, g)
+    assert torch.isfinite(y).all() and torch.isfinite(gx).all()
+    torch.testing.assert_close(y.double(), ry, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(gx.double(), rgx, atol=1e-6, rtol=1e-6)
+    x_nan = torch.tensor([[1.0, float("nan"), -1.0], [1.0, 2.0, -1.0]])
+    y, _, _, _ = _kernel(lib, x_nan, torch.zeros(3), b, -1, base, torch.ones(2, 3))
+    assert torch.isnan(y[0]).all() and torch.isfinite(y[1]).all()
+
+
+def test_two_threads_are_deterministic():
+    lib = _library()
+    x, w, b, g = _inputs((64, 9, 96), -1, seed=2)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first = _kernel(lib, x, w, b, -1, "gelu", g)
+        second = _kernel(lib, x, w, b, -1, "gelu", g)
+    finally:
+        torch.set_num_threads(previous)
+    for a, c in zip(first, second, strict=True):
+        assert torch.equal(a, c)
+
+
+def test_module_uses_the_kernel_for_float32(monkeypatch):
+    """RAA's float32 CPU forward/backward go through the kernel; float64 does not."""
+    _library()
+    calls = []
+    real_load = cpu_kernels.load
+    monkeypatch.setattr(cpu_kernels, "load", lambda: calls.append(1) or real_load())
+    module = RAA(16)
+    with torch.no_grad():
+        module.weight.normal_()
+    x = torch.randn(4, 16, requires_grad=True)
+    module(x).sum().backward()
+    assert calls and module.weight.grad is not None and x.grad is not None
+    calls.clear()
+    module.double()(torch.randn(4, 16, dtype=torch.float64))
+    assert not calls
+
+
+def test_disabled_kernels_fall_back_to_tensor_ops(monkeypatch):
+    x, w, b, g = _inputs((5, 6, 24), -1, seed=3)
+    module = RAA(24)
+    with torch.no_grad():
+        module.weight.copy_(w)
+        module.bias.copy_(b)
+    monkeypatch.setenv("DNRT_CPU_KERNELS", "0")
+    assert cpu_kernels.load() is None
+    assert cpu_kernels.status().startswith("off")
+    xr = x.clone().requires_grad_(True)
+    y = module(xr)
+    y.backward(g)
+    ry, rgx, rgw, _ = _reference(x, w, b, -1, "gelu", g)
+    torch.testing.assert_close(y.double(), ry, atol=2e-6, rtol=2e-6)
+    torch.testing.assert_close(xr.grad.double(), rgx, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(module.weight.grad.double(), rgw, atol=1e-4, rtol=1e-5)
+
+
+def test_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", "dnrt-no-such-compiler")
+    monkeypatch.setenv("DNRT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_kernels, "_library", None)
+    monkeypatch.setattr(cpu_kernels, "_tried", False)
+    monkeypatch.setattr(cpu_kernels, "_state", "not built yet")
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        assert cpu_kernels.load() is None
+    assert "no C compiler" in cpu_kernels.status()
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(RAA(8)(x), torch.nn.functional.gelu(x), atol=1e-6, rtol=1e-5)
+    assert not list(tmp_path.iterdir())
+
+
+def test_build_is_cached(tmp_path):
+    cc = cpu_kernels.compiler()
+    if cc is None:
+        (pytest.fail if IN_CI else pytest.skip)("no C compiler")
+    first = cpu_kernels.build(cc, cache_dir=tmp_path)
+    stamp = first.stat().st_mtime_ns
+    second = cpu_kernels.build(cc, cache_dir=tmp_path)
+    assert second == first and second.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
+    other = cpu_kernels.build(cc, ("-DDNRT_TEST_VARIANT",), cache_dir=tmp_path)
+    assert other != first  # flags are part of the key
