@@ -118,10 +118,17 @@ def build(cc: str, extra_flags: tuple[str, ...] = (), cache_dir: Path | None = N
         _cpu_signature().encode(),
     ):
         digest.update(part)
-    target = (cache_dir or _cache_dir()) / f"dnrt_cpu_{digest.hexdigest()[:16]}.so"
+    name = f"dnrt_cpu_{digest.hexdigest()[:16]}.so"
+    target = (cache_dir or _cache_dir()) / name
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only home: a per-user folder in the temp dir instead
+        target = Path(tempfile.gettempdir()) / f"dnrt-{os.getuid()}" / name
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
     # build to a private name, then rename: concurrent processes never load a partial file
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)

@@ -203,3 +203,15 @@ def test_build_is_cached(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
     other = cpu_kernels.build(cc, ("-DDNRT_TEST_VARIANT",), cache_dir=tmp_path)
     assert other != first  # flags are part of the key
+
+
+def test_unwritable_cache_dir_falls_back_to_temp(tmp_path, monkeypatch):
+    cc = cpu_kernels.compiler()
+    if cc is None:
+        (pytest.fail if IN_CI else pytest.skip)("no C compiler")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(cpu_kernels.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    path = cpu_kernels.build(cc, cache_dir=blocker / "cache")
+    assert path.parent == tmp_path / "tmp" / f"dnrt-{os.getuid()}" and path.exists()
+    assert cpu_kernels.open_library(path).dnrt_raa_forward is not None
