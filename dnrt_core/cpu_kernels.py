@@ -66,9 +66,10 @@ def set_enabled(flag: bool | None) -> None:
 
 
 def can_run_opaque_code() -> bool:
-    """False while torch.compile traces or a dispatch mode (FLOP counter, fake tensors,
-    export) watches the ops: they must see the tensor-op path, not a foreign call."""
-    if torch.compiler.is_compiling():
+    """False while torch.compile or torch.jit.trace records the ops, or a dispatch mode
+    (FLOP counter, fake tensors, export) watches them: they must see the tensor-op path,
+    not a foreign call."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     return not is_in_torch_dispatch_mode()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import warnings
 
 import pytest
 import torch
@@ -215,3 +216,14 @@ def test_unwritable_cache_dir_falls_back_to_temp(tmp_path, monkeypatch):
     path = cpu_kernels.build(cc, cache_dir=blocker / "cache")
     assert path.parent == tmp_path / "tmp" / f"dnrt-{os.getuid()}" and path.exists()
     assert cpu_kernels.open_library(path).dnrt_raa_forward is not None
+
+
+def test_jit_trace_of_raa_runs_and_matches_eager():
+    module = RAA(12)
+    with torch.no_grad():
+        module.weight.normal_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarning about the Python op
+        traced = torch.jit.trace(module, torch.randn(3, 4, 12), check_trace=False)
+    x = torch.randn(5, 4, 12)
+    torch.testing.assert_close(traced(x), module(x), atol=2e-6, rtol=2e-6)
