@@ -341,7 +341,12 @@ def profile_cmd(
     rows = profile_mechanisms(
         build, example, num_classes, mechanisms, baseline_act=baseline_act, repeats=repeats
     )
-    typer.echo(f"{model} @ {img_size} px, batch {batch_size}, {device}")
+    header = f"{model} @ {img_size} px, batch {batch_size}, {device}"
+    if dev.type == "cpu":  # timings depend on it: fused C kernels or tensor ops for RAA/ARR
+        from dnrt_core import cpu_kernels
+
+        header += f"; C kernels {cpu_kernels.status()}"
+    typer.echo(header)
     typer.echo(format_profile_table(rows))
 
 

@@ -56,6 +56,7 @@ def test_profile_prints_table():
     assert result.exit_code == 0, result.output
     for name in ("baseline", "raa", "dnrt", "dpa"):
         assert f"| {name} |" in result.output
+    assert "; C kernels on" in result.output or "; C kernels off" in result.output
 
 
 def test_plot_curves_and_responses(tmp_path, toy_plugin):
