@@ -43,7 +43,8 @@ _SOURCES = ("raa_cpu.c", "arr_cpu.c")
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-std=c11"]
 if platform.machine().lower() in ("x86_64", "amd64"):
     _FLAGS.append("-mprefer-vector-width=512")  # use the AVX-512 registers where there are any
-_OPENMP = "-fopenmp"  # dropped (single-threaded kernels) where the compiler lacks it
+#: OpenMP threads and simd; without its runtime (e.g. Apple clang) simd only; else neither
+_OPENMP_CHOICES = (["-fopenmp"], ["-fopenmp-simd"], [])
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _state: str = "not built yet"
@@ -134,7 +135,7 @@ def build(cc: str, extra_flags: tuple[str, ...] = (), cache_dir: Path | None = N
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        for openmp in ([_OPENMP], []):
+        for openmp in _OPENMP_CHOICES:
             cmd = [cc, *flags, *openmp, *map(str, sources), "-o", tmp, "-lm"]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             if proc.returncode == 0:
@@ -149,50 +150,32 @@ def build(cc: str, extra_flags: tuple[str, ...] = (), cache_dir: Path | None = N
     return target
 
 
+#: argument codes of the C entry points: i int, f float, l int64_t, p pointer (data_ptr()),
+#: d double* (an out-parameter)
+_CTYPES = {
+    "i": ctypes.c_int,
+    "f": ctypes.c_float,
+    "l": ctypes.c_int64,
+    "p": ctypes.c_void_p,
+    "d": ctypes.POINTER(ctypes.c_double),
+}
+_SIGNATURES = {
+    # base, x, w, b, y, s, A, d, C, threads
+    "dnrt_raa_forward": ("ippfppllli", None),
+    # base, x, s, g, w, grad_x, grad_s, grad_w partials, A, d, C, threads
+    "dnrt_raa_backward": ("ipppppppllli", None),
+    # x, y, memory, initialized, diff, B, d, momentum, after, abs_sum -> labelled count
+    "dnrt_arr_update": ("pppppllfid", ctypes.c_int64),
+}
+
+
 def open_library(path: Path) -> ctypes.CDLL:
     """Load a built library and declare its functions' signatures."""
     lib = ctypes.CDLL(str(path))
-    i64, f32p = ctypes.c_int64, ctypes.c_void_p
-    lib.dnrt_raa_forward.argtypes = [
-        ctypes.c_int,
-        f32p,
-        f32p,
-        ctypes.c_float,
-        f32p,
-        f32p,
-        i64,
-        i64,
-        i64,
-        ctypes.c_int,
-    ]
-    lib.dnrt_raa_forward.restype = None
-    lib.dnrt_raa_backward.argtypes = [
-        ctypes.c_int,
-        f32p,
-        f32p,
-        f32p,
-        f32p,
-        f32p,
-        f32p,
-        f32p,
-        i64,
-        i64,
-        i64,
-        ctypes.c_int,
-    ]
-    lib.dnrt_raa_backward.restype = None
-    lib.dnrt_arr_update.argtypes = [
-        f32p,
-        f32p,
-        f32p,
-        f32p,
-        f32p,
-        i64,
-        i64,
-        ctypes.c_float,
-        ctypes.c_int,
-    ]
-    lib.dnrt_arr_update.restype = i64
+    for name, (codes, result) in _SIGNATURES.items():
+        function = getattr(lib, name)
+        function.argtypes = [_CTYPES[c] for c in codes]
+        function.restype = result
     return lib
 
 

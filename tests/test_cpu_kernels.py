@@ -227,3 +227,29 @@ def test_jit_trace_of_raa_runs_and_matches_eager():
         traced = torch.jit.trace(module, torch.randn(3, 4, 12), check_trace=False)
     x = torch.randn(5, 4, 12)
     torch.testing.assert_close(traced(x), module(x), atol=2e-6, rtol=2e-6)
+
+
+def test_compiler_without_openmp_runtime_still_builds(tmp_path):
+    """A compiler that rejects -fopenmp (Apple clang) gets -fopenmp-simd; the kernels then run
+    on one thread and stay exact."""
+    cc = cpu_kernels.compiler()
+    if cc is None:
+        (pytest.fail if IN_CI else pytest.skip)("no C compiler")
+    wrapper = tmp_path / "cc-no-openmp"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do\n'
+        '  [ "$a" = "-fopenmp" ] && { echo "unsupported: -fopenmp" >&2; exit 1; }\n'
+        "done\n"
+        f'exec {cc} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    lib = cpu_kernels.open_library(cpu_kernels.build(str(wrapper), cache_dir=tmp_path / "cache"))
+    x, w, b, g = _inputs((40, 33), -1, seed=4)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = _kernel(lib, x, w, b, -1, "gelu", g)
+    finally:
+        torch.set_num_threads(previous)
+    _check(got, _reference(x, w, b, -1, "gelu", g))

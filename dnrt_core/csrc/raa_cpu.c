@@ -25,6 +25,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #define BASE_GELU 0
@@ -443,18 +446,26 @@ ALWAYS_INLINE void backward_maps_avx512(int base, const float *x, const float *s
 
 /* --------------------------------------------------------------------------- entry points */
 
+/* Inside a parallel region: this thread's contiguous share [lo, hi) of A groups; returns the
+ * thread's index (static split, so results do not depend on scheduling). */
+static inline int64_t thread_share(int64_t A, int64_t *lo, int64_t *hi) {
+#ifdef _OPENMP
+    const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    const int64_t tid = 0, nt = 1;
+#endif
+    *lo = A * tid / nt;
+    *hi = A * (tid + 1) / nt;
+    return tid;
+}
+
 /* x (A, d, C) -> y (A, d, C) and the shift s (A, C) */
 void dnrt_raa_forward(int base, const float *x, const float *w, float b, float *y, float *s,
                       int64_t A, int64_t d, int64_t C, int nthreads) {
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
-#ifdef _OPENMP
-        extern int omp_get_thread_num(void), omp_get_num_threads(void);
-        const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        const int64_t tid = 0, nt = 1;
-#endif
-        const int64_t lo = A * tid / nt, hi = A * (tid + 1) / nt;
+        int64_t lo, hi;
+        thread_share(A, &lo, &hi);
         /* constant bases: each call is inlined and specialised (no per-element branch) */
         if (C == 1) {
             if (base == BASE_GELU) FORWARD_ROWS(BASE_GELU, x, w, b, y, s, lo, hi, d);
@@ -474,13 +485,8 @@ void dnrt_raa_backward(int base, const float *x, const float *s, const float *g,
                        int nthreads) {
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
-#ifdef _OPENMP
-        extern int omp_get_thread_num(void), omp_get_num_threads(void);
-        const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        const int64_t tid = 0, nt = 1;
-#endif
-        const int64_t lo = A * tid / nt, hi = A * (tid + 1) / nt;
+        int64_t lo, hi;
+        const int64_t tid = thread_share(A, &lo, &hi);
         float *gw_t = gw ? gw + tid * d : 0;
         if (C == 1) {
             if (base == BASE_GELU) BACKWARD_ROWS(BASE_GELU, x, s, g, w, gx, gs, gw_t, lo, hi, d);
