@@ -253,3 +253,20 @@ def test_compiler_without_openmp_runtime_still_builds(tmp_path):
     finally:
         torch.set_num_threads(previous)
     _check(got, _reference(x, w, b, -1, "gelu", g))
+
+
+@pytest.mark.parametrize("shape,dim", [((6, 40), -1), ((2, 5, 3, 7), 1)])
+def test_frozen_weight_gets_no_gradient_and_input_gradient_is_exact(shape, dim):
+    _library()
+    x, w, b, g = _inputs(shape, dim, seed=5)
+    module = RAA(shape[dim], dim=dim)
+    with torch.no_grad():
+        module.weight.copy_(w)
+        module.bias.copy_(b)
+    module.weight.requires_grad_(False)
+    xr = x.clone().requires_grad_(True)
+    module(xr).backward(g)
+    _, rgx, _, rgb = _reference(x, w, b, dim, "gelu", g)
+    assert module.weight.grad is None
+    torch.testing.assert_close(xr.grad.double(), rgx, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(module.bias.grad.double(), rgb, atol=1e-4, rtol=1e-5)
