@@ -46,7 +46,7 @@ CPU_BLOCK_ELEMENTS = 1 << 16
 
 def _as_3d(x: torch.Tensor, dim: int) -> torch.Tensor:
     """View ``x`` as (A, d, C), the feature dimension in the middle (no copy if contiguous)."""
-    return x.reshape(math.prod(x.shape[:dim]), x.shape[dim], -1)
+    return x.reshape(math.prod(x.shape[:dim]), x.shape[dim], math.prod(x.shape[dim + 1 :]))
 
 
 def _split(x3: torch.Tensor, *tensors: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
@@ -107,7 +107,7 @@ def _shift(x3: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.Tensor
 def _weight_grad(x3: torch.Tensor, g_s3: torch.Tensor, out: torch.Tensor) -> None:
     """out (d,) += sum over the vectors of x3 (A, d, C) of dL/ds · x (one matvec); ``out`` may
     be float32 while x3 is half precision (the blocks' partial sums then add up in float32)."""
-    if x3.shape[2] > 1:
+    if x3.shape[2] != 1:
         out.add_(torch.bmm(x3, g_s3.transpose(1, 2)).sum(dim=(0, 2)))
     elif out.dtype == x3.dtype:
         out.addmv_(x3.view(x3.shape[0], x3.shape[1]).t(), g_s3.view(-1))

@@ -62,7 +62,7 @@ def _reference(x, w, b, dim, base, g):
 
 def _kernel(lib, x, w, b, dim, base, g):
     dim = dim % x.dim()
-    x3 = x.reshape(x.shape[:dim].numel(), x.shape[dim], -1).contiguous()
+    x3 = x.reshape(x.shape[:dim].numel(), x.shape[dim], x.shape[dim + 1 :].numel()).contiguous()
     y3, s2 = _kernel_forward(lib, x3, w, b, base)
     gx3, gs2, gw = _kernel_backward(lib, x3, s2, g.reshape(x3.shape).contiguous(), w, base, True)
     return y3.view(x.shape), gx3.view(x.shape), gw, gs2.sum().reshape(1)
@@ -270,3 +270,19 @@ def test_frozen_weight_gets_no_gradient_and_input_gradient_is_exact(shape, dim):
     assert module.weight.grad is None
     torch.testing.assert_close(xr.grad.double(), rgx, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(module.bias.grad.double(), rgb, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+@pytest.mark.parametrize("shape,dim", [((0, 16), -1), ((0, 5, 16), -1), ((2, 16, 0, 3), 1)])
+def test_empty_inputs(shape, dim, kernels, monkeypatch):
+    """Empty batches / maps: empty outputs, zero parameter gradients, on both paths."""
+    if kernels:
+        _library()
+    else:
+        monkeypatch.setenv("DNRT_CPU_KERNELS", "0")
+    module = RAA(16, dim=dim)
+    x = torch.randn(*shape, requires_grad=True)
+    y = module(x)
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad.shape == x.shape
+    assert module.weight.grad.abs().sum() == 0 and module.bias.grad.abs().sum() == 0
