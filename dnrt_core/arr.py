@@ -245,7 +245,8 @@ class ARR(nn.Module):
         self._check(x, y)
         if x.dtype != self.memory.dtype:
             x = x.to(self.memory.dtype)
-        lib = self._kernel_library(x)
+        # the kernel writes the memory in place: only when it is one dense float32 block
+        lib = cpu_kernels.library_for(x, self.memory) if self.memory.is_contiguous() else None
         if lib is not None:
             return self._diffs_kernel(lib, x, y)
         if x.shape[0] <= self.chunk_size:
@@ -259,14 +260,6 @@ class ARR(nn.Module):
             n_valid += n
         diffs, orders = zip(*parts, strict=True)
         return torch.cat(diffs), torch.cat(orders), 1.0, n_valid, None
-
-    def _kernel_library(self, x: torch.Tensor):
-        memory = self.memory
-        if x.device.type != "cpu" or memory.dtype != torch.float32 or not memory.is_contiguous():
-            return None
-        if not cpu_kernels.can_run_opaque_code():
-            return None
-        return cpu_kernels.load()
 
     def _diffs_kernel(self, lib, x: torch.Tensor, y: torch.Tensor):
         """:meth:`_diffs` by the C kernel: the recursion sample by sample, diffs in batch order."""

@@ -33,6 +33,7 @@ __all__ = [
     "can_run_opaque_code",
     "compiler",
     "enabled",
+    "library_for",
     "load",
     "open_library",
     "set_enabled",
@@ -207,6 +208,18 @@ def load() -> ctypes.CDLL | None:
             )
         _tried = True
     return _library
+
+
+def library_for(*tensors: torch.Tensor) -> ctypes.CDLL | None:
+    """The kernel library when the kernels apply to ``tensors`` (all float32 on CPU, real
+    data, not seen through a tracer or a dispatch mode such as the FLOP counter), else
+    ``None`` (the caller takes its tensor-op path)."""
+    for t in tensors:
+        if t.device.type != "cpu" or t.dtype != torch.float32:
+            return None
+    if not can_run_opaque_code():
+        return None
+    return load()
 
 
 def status() -> str:

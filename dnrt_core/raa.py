@@ -119,16 +119,6 @@ def _tmp_views(tmp: torch.Tensor, blocks) -> list[torch.Tensor]:
     return [tmp if blk[0].shape[0] == tmp.shape[0] else tmp[: blk[0].shape[0]] for blk in blocks]
 
 
-def _kernel_library(x: torch.Tensor, weight: torch.Tensor):
-    """The C kernel library when it applies to ``x`` (float32 on CPU, real data, not seen
-    through a tracer or a dispatch mode such as the FLOP counter), else ``None``."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
-        return None
-    if not cpu_kernels.can_run_opaque_code():
-        return None
-    return cpu_kernels.load()
-
-
 def _kernel_forward(lib, x3: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, base: str):
     """y (A, d, C) and the shift s (A, C) of the contiguous x3 (A, d, C) with the C kernel."""
     a, d, c = x3.shape
@@ -171,7 +161,7 @@ class _RAAFunction(torch.autograd.Function):
         x3 = _as_3d(x, dim)
         ctx.dim = dim
         ctx.base = base
-        lib = _kernel_library(x, weight)
+        lib = cpu_kernels.library_for(x, weight)
         ctx.kernel = lib
         if lib is not None:
             x3 = x3.contiguous()

@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real data lives (``DNRT_DATA`` or ``../shared/data``)."""
+"""Shared fixtures: where the real data lives (``DNRT_DATA`` or ``../shared/data``); the C
+compiler and the fused CPU kernels (required in CI, which has a compiler)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,33 @@ def real_data() -> Path:
             pytest.fail("real data folder missing in CI (set DNRT_DATA or provide ../shared/data)")
         pytest.skip("real data not found: set DNRT_DATA or place shared/data beside the repo")
     return root
+
+
+def _unavailable(reason: str):
+    """Fail in CI, skip (with the reason) elsewhere."""
+    (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
+
+
+@pytest.fixture(scope="session")
+def c_compiler() -> str:
+    """Path of the C compiler the kernels are built with."""
+    from dnrt_core import cpu_kernels
+
+    cc = cpu_kernels.compiler()
+    if cc is None:
+        _unavailable("no C compiler")
+    return cc
+
+
+@pytest.fixture
+def cpu_kernel_library():
+    """The loaded fused CPU kernel library (dnrt_core.cpu_kernels)."""
+    from dnrt_core import cpu_kernels
+
+    lib = cpu_kernels.load()
+    if lib is None:
+        _unavailable(f"fused CPU kernels unavailable: {cpu_kernels.status()}")
+    return lib
 
 
 @pytest.fixture(scope="module")

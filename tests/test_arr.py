@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 import torch
 
 from dnrt_core import arr as arr_module
-from dnrt_core import cpu_kernels
 from dnrt_core.arr import ARR
 
 #: ARR's three update paths: the C kernel (float32 on CPU, the default here), and with kernels
@@ -21,9 +19,7 @@ PATHS = {"kernel": None, "scan": 0, "ranks": 10**9}
 @pytest.fixture(params=sorted(PATHS))
 def path(request, monkeypatch):
     if request.param == "kernel":
-        if cpu_kernels.load() is None:
-            reason = f"fused CPU kernels unavailable: {cpu_kernels.status()}"
-            (pytest.fail if os.environ.get("CI") else pytest.skip)(reason)
+        request.getfixturevalue("cpu_kernel_library")
     else:
         monkeypatch.setenv("DNRT_CPU_KERNELS", "0")
         monkeypatch.setattr(arr_module, "RANK_LOOP_MAX", PATHS[request.param])

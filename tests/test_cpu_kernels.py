@@ -4,6 +4,7 @@ build; the cache; the tensor-op fallback when kernels are off or no compiler exi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import warnings
@@ -14,27 +15,12 @@ import torch
 from dnrt_core import cpu_kernels
 from dnrt_core.raa import RAA, RAA_BASES, _kernel_backward, _kernel_forward, raa_reference
 
-IN_CI = bool(os.environ.get("CI"))
-
-
-def _library():
-    lib = cpu_kernels.load()
-    if lib is None:
-        reason = f"fused CPU kernels unavailable: {cpu_kernels.status()}"
-        if IN_CI:  # CI has a C compiler (it builds torch-scatter): the kernels must work there
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return lib
-
 
 @pytest.fixture(scope="module")
-def portable_library(tmp_path_factory):
+def portable_library(c_compiler, tmp_path_factory):
     """A build without AVX-512 (the generic, compiler-vectorised loops)."""
-    cc = cpu_kernels.compiler()
-    if cc is None:
-        (pytest.fail if IN_CI else pytest.skip)("no C compiler")
     extra = ("-mno-avx512f",) if platform.machine().lower() in ("x86_64", "amd64") else ()
-    path = cpu_kernels.build(cc, extra, cache_dir=tmp_path_factory.mktemp("kernels"))
+    path = cpu_kernels.build(c_compiler, extra, cache_dir=tmp_path_factory.mktemp("kernels"))
     return cpu_kernels.open_library(path)
 
 
@@ -68,6 +54,17 @@ def _kernel(lib, x, w, b, dim, base, g):
     return y3.view(x.shape), gx3.view(x.shape), gw, gs2.sum().reshape(1)
 
 
+@contextlib.contextmanager
+def _threads(n: int):
+    """torch's intra-op thread count (the kernels' OpenMP team size) set to n inside."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _inputs(shape, dim, seed=0, scale=2.0):
     gen = torch.Generator().manual_seed(seed)
     d = shape[dim]
@@ -92,15 +89,11 @@ def _check(got, ref):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("base", RAA_BASES)
 @pytest.mark.parametrize("shape,dim", SHAPES)
-def test_kernel_equals_definition(shape, dim, base, threads):
-    lib = _library()
+def test_kernel_equals_definition(cpu_kernel_library, shape, dim, base, threads):
+    lib = cpu_kernel_library
     x, w, b, g = _inputs(shape, dim)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with _threads(threads):
         got = _kernel(lib, x, w, b, dim, base, g)
-    finally:
-        torch.set_num_threads(previous)
     _check(got, _reference(x, w, b, dim, base, g))
 
 
@@ -113,10 +106,10 @@ def test_portable_build_equals_definition(portable_library, shape, dim, base):
 
 
 @pytest.mark.parametrize("base", RAA_BASES)
-def test_far_tails_and_nan(base):
+def test_far_tails_and_nan(cpu_kernel_library, base):
     """|z| up to 1e4: the exp range reduction saturates to exact 0 / 1 gates, never NaN/inf;
     a NaN input makes its vector NaN (its shift is NaN), as in the definition, and no other."""
-    lib = _library()
+    lib = cpu_kernel_library
     x = torch.tensor([[-1e4, -200.0, -60.0, -12.0, -3.0, 0.0, 3.0, 12.0, 60.0, 200.0, 1e4]])
     w, b = torch.zeros(x.shape[1]), torch.zeros(1)
     g = torch.ones_like(x)
@@ -130,23 +123,18 @@ def test_far_tails_and_nan(base):
     assert torch.isnan(y[0]).all() and torch.isfinite(y[1]).all()
 
 
-def test_two_threads_are_deterministic():
-    lib = _library()
+def test_two_threads_are_deterministic(cpu_kernel_library):
+    lib = cpu_kernel_library
     x, w, b, g = _inputs((64, 9, 96), -1, seed=2)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with _threads(2):
         first = _kernel(lib, x, w, b, -1, "gelu", g)
         second = _kernel(lib, x, w, b, -1, "gelu", g)
-    finally:
-        torch.set_num_threads(previous)
     for a, c in zip(first, second, strict=True):
         assert torch.equal(a, c)
 
 
-def test_module_uses_the_kernel_for_float32(monkeypatch):
+def test_module_uses_the_kernel_for_float32(cpu_kernel_library, monkeypatch):
     """RAA's float32 CPU forward/backward go through the kernel; float64 does not."""
-    _library()
     calls = []
     real_load = cpu_kernels.load
     monkeypatch.setattr(cpu_kernels, "load", lambda: calls.append(1) or real_load())
@@ -180,6 +168,7 @@ def test_disabled_kernels_fall_back_to_tensor_ops(monkeypatch):
 
 
 def test_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.delenv("DNRT_CPU_KERNELS", raising=False)  # kernels wanted, compiler missing
     monkeypatch.setenv("CC", "dnrt-no-such-compiler")
     monkeypatch.setenv("DNRT_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(cpu_kernels, "_library", None)
@@ -193,27 +182,21 @@ def test_missing_compiler_warns_once_and_falls_back(monkeypatch, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_build_is_cached(tmp_path):
-    cc = cpu_kernels.compiler()
-    if cc is None:
-        (pytest.fail if IN_CI else pytest.skip)("no C compiler")
-    first = cpu_kernels.build(cc, cache_dir=tmp_path)
+def test_build_is_cached(c_compiler, tmp_path):
+    first = cpu_kernels.build(c_compiler, cache_dir=tmp_path)
     stamp = first.stat().st_mtime_ns
-    second = cpu_kernels.build(cc, cache_dir=tmp_path)
+    second = cpu_kernels.build(c_compiler, cache_dir=tmp_path)
     assert second == first and second.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left
-    other = cpu_kernels.build(cc, ("-DDNRT_TEST_VARIANT",), cache_dir=tmp_path)
+    other = cpu_kernels.build(c_compiler, ("-DDNRT_TEST_VARIANT",), cache_dir=tmp_path)
     assert other != first  # flags are part of the key
 
 
-def test_unwritable_cache_dir_falls_back_to_temp(tmp_path, monkeypatch):
-    cc = cpu_kernels.compiler()
-    if cc is None:
-        (pytest.fail if IN_CI else pytest.skip)("no C compiler")
+def test_unwritable_cache_dir_falls_back_to_temp(c_compiler, tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setattr(cpu_kernels.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
-    path = cpu_kernels.build(cc, cache_dir=blocker / "cache")
+    path = cpu_kernels.build(c_compiler, cache_dir=blocker / "cache")
     assert path.parent == tmp_path / "tmp" / f"dnrt-{os.getuid()}" and path.exists()
     assert cpu_kernels.open_library(path).dnrt_raa_forward is not None
 
@@ -229,35 +212,27 @@ def test_jit_trace_of_raa_runs_and_matches_eager():
     torch.testing.assert_close(traced(x), module(x), atol=2e-6, rtol=2e-6)
 
 
-def test_compiler_without_openmp_runtime_still_builds(tmp_path):
+def test_compiler_without_openmp_runtime_still_builds(c_compiler, tmp_path):
     """A compiler that rejects -fopenmp (Apple clang) gets -fopenmp-simd; the kernels then run
     on one thread and stay exact."""
-    cc = cpu_kernels.compiler()
-    if cc is None:
-        (pytest.fail if IN_CI else pytest.skip)("no C compiler")
     wrapper = tmp_path / "cc-no-openmp"
     wrapper.write_text(
         "#!/bin/sh\n"
         'for a in "$@"; do\n'
         '  [ "$a" = "-fopenmp" ] && { echo "unsupported: -fopenmp" >&2; exit 1; }\n'
         "done\n"
-        f'exec {cc} "$@"\n'
+        f'exec {c_compiler} "$@"\n'
     )
     wrapper.chmod(0o755)
     lib = cpu_kernels.open_library(cpu_kernels.build(str(wrapper), cache_dir=tmp_path / "cache"))
     x, w, b, g = _inputs((40, 33), -1, seed=4)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with _threads(2):
         got = _kernel(lib, x, w, b, -1, "gelu", g)
-    finally:
-        torch.set_num_threads(previous)
     _check(got, _reference(x, w, b, -1, "gelu", g))
 
 
 @pytest.mark.parametrize("shape,dim", [((6, 40), -1), ((2, 5, 3, 7), 1)])
-def test_frozen_weight_gets_no_gradient_and_input_gradient_is_exact(shape, dim):
-    _library()
+def test_frozen_weight_gets_no_gradient_and_input_gradient_is_exact(cpu_kernel_library, shape, dim):
     x, w, b, g = _inputs(shape, dim, seed=5)
     module = RAA(shape[dim], dim=dim)
     with torch.no_grad():
@@ -274,10 +249,10 @@ def test_frozen_weight_gets_no_gradient_and_input_gradient_is_exact(shape, dim):
 
 @pytest.mark.parametrize("kernels", [True, False])
 @pytest.mark.parametrize("shape,dim", [((0, 16), -1), ((0, 5, 16), -1), ((2, 16, 0, 3), 1)])
-def test_empty_inputs(shape, dim, kernels, monkeypatch):
+def test_empty_inputs(shape, dim, kernels, monkeypatch, request):
     """Empty batches / maps: empty outputs, zero parameter gradients, on both paths."""
     if kernels:
-        _library()
+        request.getfixturevalue("cpu_kernel_library")
     else:
         monkeypatch.setenv("DNRT_CPU_KERNELS", "0")
     module = RAA(16, dim=dim)
