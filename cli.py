@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,7 +66,7 @@ def tasks_cmd() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dnrt_core.plugins import PluginError, discover
+    from dnrt_core.engine.plugins import PluginError, discover
 
     table = Table("task", "description", "source", "entry point")
     broken = []
@@ -82,34 +85,61 @@ def tasks_cmd() -> None:
 # --------------------------------------------------------------------------- train
 
 
-TRAIN_OPTION_KEYS = {
-    "epochs": "train.epochs",
-    "batch_size": "data.batch_size",
-    "lr": "train.lr",
-    "seed": "seed",
-    "device": "device",
-    "arr_lambda": "mech.arr_lambda",
-    "arr_momentum": "mech.arr_momentum",
-    "arr_sites": "mech.arr_sites",
-    "dataset": "data.dataset",
-    "data_dir": "data.data_dir",
-    "model": "model.name",
-    "deterministic": "deterministic",
-    "skip_nonfinite": "train.skip_nonfinite",
-    "weak_aug": "data.weak_aug",
-    "imbalance": "data.imbalance",
-    "backend": "data.backend",
-    "sampler": "data.sampler",
-    "fanout": "data.fanout",
-    "download": "data.download",
-    "tensorboard": "train.tensorboard",
-}
+@dataclass(frozen=True)
+class ConfigOption:
+    """A command-line option that stands for one config key (``--epochs`` -> ``train.epochs``).
 
-EpochsOpt = Annotated[int | None, typer.Option(help="Training epochs.")]
-BatchOpt = Annotated[int | None, typer.Option(help="Batch size.")]
-LrOpt = Annotated[float | None, typer.Option(help="Peak learning rate.")]
-SeedOpt = Annotated[int | None, typer.Option(help="Random seed.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")]
+    ``type`` bool makes a switch (``--x`` sets the key to true; absent leaves it alone).
+    """
+
+    name: str  # Python name; the flag is --name with "_" as "-"
+    key: str  # dotted config key
+    type: type
+    help: str
+
+
+#: every option that sets a config key, defined once for all commands that take them
+CONFIG_OPTIONS = {
+    opt.name: opt
+    for opt in (
+        ConfigOption("epochs", "train.epochs", int, "Training epochs."),
+        ConfigOption("batch_size", "data.batch_size", int, "Batch size."),
+        ConfigOption("lr", "train.lr", float, "Peak learning rate."),
+        ConfigOption("seed", "seed", int, "Random seed."),
+        ConfigOption("device", "device", str, "auto, cpu, cuda, cuda:N."),
+        ConfigOption("arr_lambda", "mech.arr_lambda", float, "ARR weight lambda."),
+        ConfigOption("arr_momentum", "mech.arr_momentum", float, "ARR memory momentum m."),
+        ConfigOption("arr_sites", "mech.arr_sites", str, "ARR site glob, e.g. 'blocks.*'."),
+        ConfigOption("dataset", "data.dataset", str, "Dataset name (see the task's docs)."),
+        ConfigOption("data_dir", "data.data_dir", str, "Folder holding the dataset."),
+        ConfigOption("model", "model.name", str, "Model name."),
+        ConfigOption(
+            "deterministic", "deterministic", bool, "Deterministic kernels (exact resume)."
+        ),
+        ConfigOption(
+            "skip_nonfinite", "train.skip_nonfinite", bool, "Skip batches with NaN/Inf loss."
+        ),
+        ConfigOption("weak_aug", "data.weak_aug", bool, "Flip + normalise only (image tasks)."),
+        ConfigOption("imbalance", "data.imbalance", float, "Long-tail imbalance beta."),
+        ConfigOption("backend", "data.backend", str, "Graph backend: pyg or dgl."),
+        ConfigOption(
+            "sampler", "data.sampler", str,
+            "Graph: full | neighbor; long-tail: none | class-balanced | sqrt.",
+        ),
+        ConfigOption("fanout", "data.fanout", str, "Neighbour fan-out per layer, e.g. 10,5."),
+        ConfigOption(
+            "download", "data.download", bool, "Download the dataset if missing (needs internet)."
+        ),
+        ConfigOption("tensorboard", "train.tensorboard", bool, "Also write TensorBoard curves."),
+    )
+}  # fmt: skip
+#: the options of ``dnrt train`` (all of them) and ``dnrt compare`` (it sweeps model and seed)
+TRAIN_OPTIONS = tuple(CONFIG_OPTIONS)
+COMPARE_OPTIONS = (
+    "epochs", "batch_size", "lr", "device", "dataset", "data_dir", "weak_aug", "imbalance",
+    "backend",
+)  # fmt: skip
+
 ActOpt = Annotated[
     str | None,
     typer.Option(
@@ -120,9 +150,7 @@ ActOpt = Annotated[
 ArrOpt = Annotated[
     bool | None, typer.Option("--arr/--no-arr", help="Aggregated Response Regularization.")
 ]
-DatasetOpt = Annotated[str | None, typer.Option(help="Dataset name (see the task's docs).")]
 DataDirOpt = Annotated[str | None, typer.Option(help="Folder holding the dataset.")]
-ModelOpt = Annotated[str | None, typer.Option(help="Model name.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe.")]
 SetOpt = Annotated[
     list[str] | None,
@@ -130,28 +158,69 @@ SetOpt = Annotated[
 ]
 
 
-def _collect_overrides(options: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
-    from dnrt_core.config import parse_set_options
-    from dnrt_core.tuning import resolve_mechanism
+def with_config_options(names: tuple[str, ...]):
+    """Decorator: add the :data:`CONFIG_OPTIONS` ``names`` to a command's Typer options and
+    pass their values to it as one ``config_options`` dict {config key: value} (only the
+    options given on the command line)."""
+
+    def decorate(func):
+        signature = inspect.signature(func)
+        hints = typing.get_type_hints(func, include_extras=True)  # resolves the string forms
+        params = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+            if p.name != "config_options"
+        ]
+        for name in names:
+            opt = CONFIG_OPTIONS[name]
+            if opt.type is bool:
+                annotation = Annotated[bool, typer.Option(help=opt.help)]
+                default: Any = False
+            else:
+                annotation = Annotated[opt.type | None, typer.Option(help=opt.help)]
+                default = None
+            params.append(
+                inspect.Parameter(
+                    name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+                )
+            )
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            given = {}
+            for name in names:
+                value = kwargs.pop(name)
+                if value is not None and value is not False:
+                    given[CONFIG_OPTIONS[name].key] = value
+            return func(*args, config_options=given, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params, return_annotation=None)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+def _collect_overrides(
+    config_options: dict[str, Any], act: str | None, arr: bool | None, sets: list[str] | None
+) -> dict[str, Any]:
+    """Config overrides from ``--set`` pairs, ``--act`` / ``--arr`` and the config options
+    (later ones win)."""
+    from dnrt_core.engine.config import parse_set_options
+    from dnrt_core.mechanisms.names import act_overrides
 
     overrides = parse_set_options(sets or [])
-    act = options.pop("act", None)
-    arr = options.pop("arr", None)
     if act is not None:
-        name, implied_arr, implied_dpa = resolve_mechanism(act)
-        overrides["mech.act"] = "dpa" if implied_dpa else name
-        if implied_arr:
-            overrides["mech.arr"] = True
+        overrides.update(act_overrides(act))
     if arr is not None:
         overrides["mech.arr"] = arr
-    for key, value in options.items():
-        if value is not None and value is not False:
-            overrides[TRAIN_OPTION_KEYS[key]] = value
+    overrides.update(config_options)
     return overrides
 
 
 @app.command("train")
 @user_errors
+@with_config_options(TRAIN_OPTIONS)
 def train_cmd(
     task: Annotated[str, typer.Argument(help="Task name (see `dnrt tasks`).")],
     config: ConfigOpt = None,
@@ -161,44 +230,16 @@ def train_cmd(
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
-    epochs: EpochsOpt = None,
-    batch_size: BatchOpt = None,
-    lr: LrOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
     act: ActOpt = None,
     arr: ArrOpt = None,
-    arr_lambda: Annotated[float | None, typer.Option(help="ARR weight lambda.")] = None,
-    arr_momentum: Annotated[float | None, typer.Option(help="ARR memory momentum m.")] = None,
-    arr_sites: Annotated[str | None, typer.Option(help="ARR site glob, e.g. 'blocks.*'.")] = None,
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    model: ModelOpt = None,
-    deterministic: Annotated[
-        bool, typer.Option(help="Deterministic kernels (exact resume).")
-    ] = False,
-    skip_nonfinite: Annotated[bool, typer.Option(help="Skip batches with NaN/Inf loss.")] = False,
-    weak_aug: Annotated[bool, typer.Option(help="Flip + normalise only (image tasks).")] = False,
-    imbalance: Annotated[float | None, typer.Option(help="Long-tail imbalance beta.")] = None,
-    backend: Annotated[str | None, typer.Option(help="Graph backend: pyg or dgl.")] = None,
-    sampler: Annotated[
-        str | None,
-        typer.Option(help="Graph: full | neighbor; long-tail: none | class-balanced | sqrt."),
-    ] = None,
-    fanout: Annotated[
-        str | None, typer.Option(help="Neighbour fan-out per layer, e.g. 10,5.")
-    ] = None,
-    download: Annotated[
-        bool, typer.Option(help="Download the dataset if missing (needs internet).")
-    ] = False,
-    tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard curves.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    *,
+    config_options: dict[str, Any],
 ) -> None:
     """Train TASK; writes config.yaml, metrics.jsonl, last.pt, best.pt, summary.json to --out."""
     from dnrt_core.engine import run
 
-    options = {k: v for k, v in locals().items() if k in TRAIN_OPTION_KEYS or k in ("act", "arr")}
-    overrides = _collect_overrides(options, set_)
+    overrides = _collect_overrides(config_options, act, arr, set_)
     run(task, overrides, out, config_file=config, resume=resume, overwrite=overwrite, quiet=quiet)
 
 
@@ -229,6 +270,7 @@ def _split_list(text: str | None) -> list[str]:
 
 @app.command("compare")
 @user_errors
+@with_config_options(COMPARE_OPTIONS)
 def compare_cmd(
     task: Annotated[str, typer.Argument(help="Task name (see `dnrt tasks`).")],
     acts: Annotated[
@@ -251,31 +293,19 @@ def compare_cmd(
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchOpt = None,
-    lr: LrOpt = None,
-    device: DeviceOpt = None,
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    weak_aug: Annotated[bool, typer.Option(help="Flip + normalise only (image tasks).")] = False,
-    imbalance: Annotated[float | None, typer.Option(help="Long-tail imbalance beta.")] = None,
-    backend: Annotated[str | None, typer.Option(help="Graph backend: pyg or dgl.")] = None,
+    *,
+    config_options: dict[str, Any],
 ) -> None:
     """Run a mechanism × model × seed sweep and print the paper-style table (markdown + CSV)."""
     import functools as ft
 
-    from dnrt_core import compare
     from dnrt_core.engine import run
+    from dnrt_core.tools import compare
 
     if from_ is None:
         if not acts or not models:
             _fail("--acts and --models are needed (or --from DIR to rebuild a table)")
-        options = {
-            k: v
-            for k, v in locals().items()
-            if k in TRAIN_OPTION_KEYS and k not in ("model", "seed")
-        }
-        base = _collect_overrides(options, set_)
+        base = _collect_overrides(config_options, None, None, set_)
         plan = compare.plan_sweep(task, _split_list(acts), _split_list(models), seeds, out, base)
         run_fn = ft.partial(run, task, config_file=config, quiet=True)
         summaries = compare.run_sweep(plan, run_fn)
@@ -306,7 +336,8 @@ def compare_cmd(
 @app.command("profile")
 @user_errors
 def profile_cmd(
-    model: Annotated[str, typer.Argument(help="Image model name, e.g. vit_tiny, resnet18.")],
+    model: Annotated[str, typer.Argument(help="Model name, e.g. vit_tiny, resnet18.")],
+    task: Annotated[str, typer.Option(help="Task whose model zoo builds MODEL.")] = "image",
     acts: Annotated[
         str, typer.Option("--act", "--acts", help="Mechanisms to compare with the baseline.")
     ] = "raa,dnrt,dpa",
@@ -322,20 +353,20 @@ def profile_cmd(
     """Parameters, FLOPs and median latency: baseline vs RAA vs DNRT vs DPA (paper Table 4)."""
     import torch
 
-    from dnrt_core.profile import format_profile_table, profile_mechanisms
-    from tasks.image.models import available_models, create_image_model
+    from dnrt_core.engine.plugins import load_task
+    from dnrt_core.errors import unknown_name_error
+    from dnrt_core.tools.profile import format_profile_table, profile_mechanisms
 
-    if model not in available_models():
-        from dnrt_core.activations import unknown_name_error
-
-        raise unknown_name_error("model", model, available_models())
+    zoo = load_task(task)
+    if model not in zoo.model_names():
+        raise unknown_name_error(f"{task} model", model, zoo.model_names())
     if batch_size <= 0 or img_size <= 0 or num_classes <= 0 or repeats < 0:
         _fail("--img-size, --batch-size and --num-classes must be positive, --repeats >= 0")
     dev = torch.device(device)
     mechanisms = ["baseline", *_split_list(acts)]
 
     def build():
-        return create_image_model(model, num_classes=num_classes, img_size=img_size).to(dev)
+        return zoo.create_model(model, num_classes, img_size=img_size).to(dev)
 
     example = torch.randn(batch_size, 3, img_size, img_size, device=dev)
     rows = profile_mechanisms(
@@ -343,9 +374,9 @@ def profile_cmd(
     )
     header = f"{model} @ {img_size} px, batch {batch_size}, {device}"
     if dev.type == "cpu":  # timings depend on it: fused C kernels or tensor ops for RAA/ARR
-        from dnrt_core import cpu_kernels
+        from dnrt_core import kernels
 
-        header += f"; C kernels {cpu_kernels.status()}"
+        header += f"; C kernels {kernels.status()}"
     typer.echo(header)
     typer.echo(format_profile_table(rows))
 
@@ -375,7 +406,7 @@ def plot_responses_cmd(
 ) -> None:
     """Figure-2 style response distributions (class token per block, aggregated per class)."""
     from dnrt_core.engine import load_run
-    from dnrt_core.plots import collect_responses, figure2_sites, plot_response_distributions
+    from dnrt_core.tools.plots import collect_responses, figure2_sites, plot_response_distributions
 
     by_run = {}
     for path in runs:
@@ -403,7 +434,7 @@ def plot_curves_cmd(
     ] = None,
 ) -> None:
     """Loss / accuracy over epochs of several runs on one figure."""
-    from dnrt_core.plots import plot_curves
+    from dnrt_core.tools.plots import plot_curves
 
     written = plot_curves(runs, out, metrics=_split_list(metrics) or None)
     typer.echo(f"wrote {written}")

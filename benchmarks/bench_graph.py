@@ -35,8 +35,8 @@ def run_case(
     case: str, nodes: int, backend: str, epochs: int, act: str, arr: bool = False
 ) -> dict[str, Any]:
     """Build the task at ``nodes`` and time ``epochs`` training epochs (after one warm-up)."""
-    from dnrt_core.config import build_config
     from dnrt_core.engine import build
+    from dnrt_core.engine.config import build_config
     from tasks.graph import GraphTask
 
     task = GraphTask()

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dnrt_core import ARR, cpu_kernels, tune
-from dnrt_core.raa import _RAAFunction
+from dnrt_core import ARR, tune
+from dnrt_core.kernels import loader as cpu_kernels
+from dnrt_core.mechanisms.raa_fused import RAAFunction
 
 
 def _kernels(flag: bool | None, fn: Callable[[], object]) -> Callable[[], object]:
@@ -301,7 +302,7 @@ def bench_raa(repeats: int) -> None:
         g = torch.randn(*shape)
 
         def raa_f(x=x, w=w, b=b, dim=dim, base=base):
-            return _RAAFunction.apply(x, w, b, dim, base)
+            return RAAFunction.apply(x, w, b, dim, base)
 
         def base_f(x=x, fn=fn):
             return fn(x)

@@ -37,7 +37,7 @@ def _unavailable(reason: str):
 @pytest.fixture(scope="session")
 def c_compiler() -> str:
     """Path of the C compiler the kernels are built with."""
-    from dnrt_core import cpu_kernels
+    from dnrt_core.kernels import loader as cpu_kernels
 
     cc = cpu_kernels.compiler()
     if cc is None:
@@ -48,7 +48,7 @@ def c_compiler() -> str:
 @pytest.fixture
 def cpu_kernel_library():
     """The loaded fused CPU kernel library (dnrt_core.cpu_kernels)."""
-    from dnrt_core import cpu_kernels
+    from dnrt_core.kernels import loader as cpu_kernels
 
     lib = cpu_kernels.load()
     if lib is None:

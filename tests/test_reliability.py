@@ -16,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from dnrt_core import checkpoint as ckpt_io
+from dnrt_core.engine import checkpoint as ckpt_io
 
 DNRT_CMD = [sys.executable, "-c", "from cli import main; main()"]
 

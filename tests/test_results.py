@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dnrt_core.compare import build_table, load_summaries
+from dnrt_core.tools.compare import build_table, load_summaries
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results.md"

@@ -8,8 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from dnrt_core.data import make_loader
-from dnrt_core.task import Task, TaskData
+from dnrt_core import Task, TaskData, make_loader
 
 
 class ToyNet(nn.Module):

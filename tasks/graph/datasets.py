@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dnrt_core.vision import DataError
+from dnrt_core.errors import DataError
 
 from .graph_data import GraphData, stratified_split
 
@@ -359,7 +359,7 @@ LOADERS: dict[str, Callable[[str | Path | None, dict[str, Any]], GraphData]] = {
 
 def load_graph(dataset: str, data_dir: str | Path | None, opts: dict[str, Any]) -> GraphData:
     """Load ``dataset`` (a key of :data:`LOADERS`); ``opts`` is the ``data`` config section."""
-    from dnrt_core.activations import unknown_name_error
+    from dnrt_core.errors import unknown_name_error
 
     if dataset not in LOADERS:
         raise unknown_name_error("graph dataset", dataset, list(LOADERS))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dnrt_core.metrics import binary_auc_ap
+from dnrt_core.engine.metrics import binary_auc_ap
 
 
 def multiclass_auc_ap(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:

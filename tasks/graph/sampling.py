@@ -5,7 +5,7 @@ nodes and per-node targets (the seed nodes' labels, -1 elsewhere, so the loss an
 ARR/DPA only see labelled seeds). Mini-batches follow PyG ``NeighborLoader``
 semantics: the seeds come first, ``fanout[h]`` in-neighbours are sampled for the
 nodes reached at hop ``h`` (each node once), and the model runs on the whole
-sampled subgraph. Seeds are shuffled per epoch by :class:`dnrt_core.data.EpochSampler`
+sampled subgraph. Seeds are shuffled per epoch by :class:`dnrt_core.engine.data.EpochSampler`
 (seeded, DDP-sharded); DGL's sampling RNG is reseeded per epoch, so runs are
 reproducible and resumable.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from dnrt_core.data import EpochSampler
+from dnrt_core.engine.data import EpochSampler
 
 from .backends import Backend
 

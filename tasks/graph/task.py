@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnrt_core.activations import unknown_name_error
-from dnrt_core.task import Task, TaskData
+from dnrt_core.engine import Task, TaskData
+from dnrt_core.errors import unknown_name_error
 
 from .backends import BACKENDS, MODELS, get_backend
 from .datasets import LOADERS, load_graph

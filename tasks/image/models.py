@@ -44,7 +44,7 @@ from timm.models import cait as timm_cait
 from timm.models import tnt as timm_tnt
 from torch import nn
 
-from dnrt_core.activations import unknown_name_error
+from dnrt_core.errors import unknown_name_error
 
 #: at or above this size the native ImageNet configurations are used
 NATIVE_SIZE = 224

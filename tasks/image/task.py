@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnrt_core.activations import unknown_name_error
-from dnrt_core.data import make_loader
-from dnrt_core.task import Task, TaskData
-from dnrt_core.vision import (
+from dnrt_core.engine import Task, TaskData
+from dnrt_core.engine.data import make_loader
+from dnrt_core.errors import unknown_name_error
+from tasks.common.vision import (
     CIFAR_MEAN,
     CIFAR_STD,
     IMAGENET_MEAN,
@@ -158,6 +158,13 @@ class ImageTask(Task):
             img_size=int(cfg["data"]["img_size"]),
             drop_path=float(cfg["model"]["drop_path"]),
         )
+
+    def model_names(self) -> list[str]:
+        return available_models()
+
+    def create_model(self, name: str, num_classes: int, **options: Any) -> nn.Module:
+        """``options``: ``img_size``, ``drop_path``, ``in_chans`` (:func:`create_image_model`)."""
+        return create_image_model(name, num_classes=num_classes, **options)
 
     def summary_extra(self, data: TaskData, metrics: dict[str, float]) -> dict[str, Any]:
         return dict(data.info)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dnrt_core.vision import (
+from tasks.common.vision import (
     DataError,
     cifar_num_classes,
     imbalance_counts,

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnrt_core.data import make_loader
-from dnrt_core.metrics import evaluate_classification
-from dnrt_core.task import Task, TaskData
-from dnrt_core.vision import CIFAR_MEAN, CIFAR_STD, ArrayImageDataset, build_transform
+from dnrt_core.engine import Task, TaskData
+from dnrt_core.engine.data import make_loader
+from dnrt_core.engine.metrics import evaluate_classification
+from tasks.common.vision import CIFAR_MEAN, CIFAR_STD, ArrayImageDataset, build_transform
 
 from .data import (
     DATASETS,

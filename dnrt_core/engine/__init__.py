@@ -1,0 +1,57 @@
+"""The training engine: everything between a task plugin and a finished run folder.
+
+* :mod:`.trainer` — ``run()``, the :class:`Trainer` loop, building, resuming, evaluation;
+* :mod:`.task` — the plugin API (:class:`Task`, :class:`TaskData`);
+* :mod:`.plugins` — task discovery through the ``dnrt.tasks`` entry points;
+* :mod:`.config` — defaults, YAML recipes, ``--set`` overrides and validation;
+* :mod:`.checkpoint` — atomic, ``weights_only`` checkpoints and RNG state;
+* :mod:`.data` — epoch-seeded samplers and loaders (DDP-aware);
+* :mod:`.metrics` — classification metrics shared by tasks.
+"""
+
+from ..mechanisms.names import mechanism_name
+from .task import Task, TaskData
+from .trainer import (
+    RUN_FILES,
+    Built,
+    NonFiniteLossError,
+    RunError,
+    Trainer,
+    build,
+    build_tuned_model,
+    check_compatible,
+    count_parameters,
+    default_out_dir,
+    evaluate_checkpoint,
+    init_distributed,
+    load_run,
+    memories_in_sync,
+    resolve_config,
+    resolve_device,
+    run,
+    set_seed,
+)
+
+__all__ = [
+    "RUN_FILES",
+    "Built",
+    "NonFiniteLossError",
+    "RunError",
+    "Task",
+    "TaskData",
+    "Trainer",
+    "build",
+    "build_tuned_model",
+    "check_compatible",
+    "count_parameters",
+    "default_out_dir",
+    "evaluate_checkpoint",
+    "init_distributed",
+    "load_run",
+    "mechanism_name",
+    "memories_in_sync",
+    "resolve_config",
+    "resolve_device",
+    "run",
+    "set_seed",
+]

@@ -1,0 +1,79 @@
+"""Data-loader helpers: epoch-seeded shuffling (exact resume) and DDP sharding."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..mechanisms.distributed import rank, world_size
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffles with a generator seeded by ``(seed, epoch)`` and shards across DDP ranks.
+
+    The order depends only on the seed and the epoch, so a resumed run sees the
+    same batches as an uninterrupted one. Call :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(self, dataset_len: int, *, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False, weights: torch.Tensor | None = None,
+                 shard: bool = True):  # fmt: skip
+        self.n = dataset_len
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self.weights = weights  # optional per-sample weights: sampling with replacement
+        self.replicas, self.rank = (world_size(), rank()) if shard else (1, 0)
+        if drop_last:
+            self.per_rank = self.n // self.replicas
+        else:
+            self.per_rank = math.ceil(self.n / self.replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=gen)
+        elif self.shuffle:
+            order = torch.randperm(self.n, generator=gen)
+        else:
+            order = torch.arange(self.n)
+        total = self.per_rank * self.replicas
+        if total > self.n:  # pad by wrapping so every rank gets the same count
+            order = torch.cat([order, order[: total - self.n]])
+        return iter(order[self.rank : total : self.replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool | None = None,
+    weights: torch.Tensor | None = None,
+) -> DataLoader:
+    """A DataLoader with :class:`EpochSampler`: training loaders are shuffled per epoch and
+    sharded under DDP; evaluation loaders keep file order and give every rank the whole set."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    drop_last = train and len(dataset) >= 2 * batch_size if drop_last is None else drop_last
+    sampler = EpochSampler(len(dataset), shuffle=train, seed=seed, weights=weights, shard=train)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -1,0 +1,119 @@
+"""The shared engine on a tiny task: outputs, exact resume, non-finite loss, output folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from dnrt_core.engine import (
+    NonFiniteLossError,
+    RunError,
+    evaluate_checkpoint,
+    run,
+)
+from dnrt_core.engine import checkpoint as ckpt_io
+from dnrt_core.engine.config import ConfigError
+from tests.toy_task import ToyTask
+
+DNRT = {"mech.act": "raa", "mech.arr": True, "deterministic": True}
+
+
+def test_run_writes_all_outputs(tmp_path):
+    summary = run(ToyTask(), {**DNRT, "train.tensorboard": True}, tmp_path / "r", quiet=True)
+    out = tmp_path / "r"
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "tb").iterdir())
+    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert all(r["train_aux_loss"] > 0 for r in lines)  # ARR is active
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["mech"]["act"] == "raa" and cfg["task"] == "toy"
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert saved["mechanism"] == "dnrt" and saved["epochs"] == 2
+    assert saved["params"] > 0 and saved["train_time_s"] > 0
+    assert saved["toy"] is True  # task extras
+    assert {"top1", "top5", "loss"} <= set(saved["final"])
+    # checkpoints hold no pickled code and the ARR memories
+    state = torch.load(out / "best.pt", weights_only=True)
+    assert any(k.startswith("arr.") and k.endswith("memory") for k in state["model"])
+
+
+def test_eval_reproduces_best(tmp_path):
+    summary = run(ToyTask(), DNRT, tmp_path / "r", quiet=True)
+    _, metrics = evaluate_checkpoint(tmp_path / "r" / "best.pt", device="cpu", task=ToyTask())
+    assert metrics["top1"] == summary["best"]["test"]["top1"]
+    assert metrics["loss"] == pytest.approx(summary["best"]["test"]["loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("mech", [DNRT, {"mech.act": "dpa", "deterministic": True}])
+def test_resume_is_exact(tmp_path, mech):
+    cfg = {**mech, "train.epochs": 3, "mech.dpa_interval": 2}
+    run(ToyTask(), cfg, tmp_path / "full", quiet=True)
+    part = run(ToyTask(), {**cfg, "train.stop_after_epoch": 1}, tmp_path / "part", quiet=True)
+    assert part["stopped_at_epoch"] == 1
+    assert not (tmp_path / "part" / "summary.json").exists()
+    run(ToyTask(), {}, tmp_path / "part", resume=True, quiet=True)
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    strip = [
+        {k: v for k, v in json.loads(ln).items() if k != "epoch_time"}
+        for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    ]
+    strip_b = [
+        {k: v for k, v in json.loads(ln).items() if k != "epoch_time"}
+        for ln in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert strip == strip_b
+
+
+def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2 step"):
+        run(ToyTask(), {"data.nan_at_step": 8, "train.epochs": 3}, out, quiet=True)
+    state = ckpt_io.load(out / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_skip_nonfinite(tmp_path):
+    summary = run(
+        ToyTask(),
+        {"data.nan_at_step": 8, "train.epochs": 2, "train.skip_nonfinite": True},
+        tmp_path / "r",
+        quiet=True,
+    )
+    assert summary["skipped_steps"] == 2 * 4 - 7  # 4 steps/epoch, NaN from the 8th on
+
+
+def test_output_folder_is_protected(tmp_path):
+    out = tmp_path / "r"
+    run(ToyTask(), {"train.epochs": 1}, out, quiet=True)
+    before = (out / "last.pt").read_bytes()
+    with pytest.raises(RunError, match="holds another run"):
+        run(ToyTask(), {"train.epochs": 1}, out, quiet=True)
+    assert (out / "last.pt").read_bytes() == before
+    run(ToyTask(), {"train.epochs": 1, "seed": 3}, out, overwrite=True, quiet=True)
+    with pytest.raises(RunError, match="nothing to resume"):
+        run(ToyTask(), {}, tmp_path / "empty", resume=True, quiet=True)
+
+
+def test_unknown_key_names_closest(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'train.epochs'"):
+        run(ToyTask(), {"train.epoch": 1}, tmp_path / "r", quiet=True)
+    with pytest.raises(ConfigError, match="must be a positive"):
+        run(ToyTask(), {"data.batch_size": 0}, tmp_path / "r", quiet=True)
+
+
+def test_constant_lr_without_scheduler(tmp_path):
+    run(ToyTask(), {"train.sched": "none", "train.epochs": 1}, tmp_path / "a", quiet=True)
+    lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["lr"] == pytest.approx(1e-2)
+    run(ToyTask(), {}, tmp_path / "a", resume=True, quiet=True)

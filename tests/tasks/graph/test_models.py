@@ -1,0 +1,255 @@
+"""Graph task models: every mechanism trains, PyG/DGL parity, DGL neighbour-sampled mini-batches."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from dnrt_core.engine import build
+from dnrt_core.engine.config import build_config
+from dnrt_core.mechanisms.activations import available_activations
+from dnrt_core.mechanisms.arr import ARR
+from dnrt_core.mechanisms.dpa import DPA
+from dnrt_core.mechanisms.raa import RAA
+from tasks.graph import GraphTask
+from tasks.graph.backends import get_backend
+from tasks.graph.models import GNN
+from tasks.graph.sampling import DGLNeighborBatches, blocks_to_edge_index
+
+CPU = torch.device("cpu")
+SMALL = {
+    "data.num_nodes": 800,
+    "data.background_rate": 0.3,
+    "data.fraud_rate": 0.1,
+    "model.hidden": 16,
+}
+
+
+def make_cfg(**overrides):
+    task = GraphTask()
+    cfg = build_config(task.default_config(), overrides={**SMALL, **overrides})
+    task.validate_config(cfg)
+    return task, cfg
+
+
+def train_steps(task, built, steps: int) -> list[float]:
+    """The engine's inner loop (one optimiser step per batch) for a few steps."""
+    opt = torch.optim.Adam(built.model.parameters(), lr=0.01)
+    losses = []
+    built.model.train()
+    for epoch in range(steps):
+        for batch in task.train_batches(built.data, epoch):
+            inputs, targets = task.batch_inputs(batch, CPU)
+            out = built.model(*inputs, targets=targets)
+            loss = task.loss(out, targets, built.data) + built.model.aux_loss()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    return losses
+
+
+MECHANISMS = [(a, False) for a in available_activations()] + [("raa", True), ("relu", True)]
+
+
+@pytest.mark.parametrize("model", ["gcn", "sage"])
+@pytest.mark.parametrize(
+    ("act", "arr"), MECHANISMS, ids=[f"{a}{'+arr' * r}" for a, r in MECHANISMS]
+)
+def test_every_mechanism_trains_full_batch(model, act, arr):
+    task, cfg = make_cfg(
+        **{"model.name": model, "mech.act": act, "mech.arr": arr, "model.num_layers": 3}
+    )
+    built = build(task, cfg, CPU)
+    before = {k: v.clone() for k, v in built.model.model.state_dict().items()}
+    losses = train_steps(task, built, 3)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    after = built.model.model.state_dict()
+    assert not torch.equal(
+        before["head.lin_l.weight" if model == "sage" else "head.lin.weight"],
+        after["head.lin_l.weight" if model == "sage" else "head.lin.weight"],
+    )
+    acts = [built.model.model.hidden[i].act for i in range(2)]
+    assert acts[0] is not acts[1]  # one activation instance per hidden layer
+    if act.startswith("raa"):
+        assert all(isinstance(a, RAA) for a in acts)
+    if act == "dpa":
+        assert built.model.report.dpa_sites == ["hidden.0.act", "hidden.1.act"]
+        assert all(isinstance(a, DPA) for a in acts)
+    if arr:
+        assert built.model.report.arr_sites == ["hidden.0", "hidden.1"]  # never the head
+        memories = [m for m in built.model.arr.values() if isinstance(m, ARR)]
+        assert all(bool(m.initialized.all()) for m in memories)
+        assert memories[0].memory.shape == (2, 16)
+    metrics = task.evaluate(built.model, built.data, "val", CPU)
+    assert set(metrics) == {"auc", "ap", "top1", "loss"}
+
+
+def test_arr_uses_training_nodes_only():
+    task, cfg = make_cfg(**{"mech.act": "raa", "mech.arr": True, "train.epochs": 1})
+    built = build(task, cfg, CPU)
+    graph = built.data.state["graph"]
+    batch = next(iter(task.train_batches(built.data, 0)))
+    assert batch.targets.shape == (graph.num_nodes,)
+    labelled = batch.targets >= 0
+    assert int(labelled.sum()) == len(graph.train_idx)
+    assert bool((batch.targets[graph.val_idx] == -1).all())
+    assert bool((batch.targets[graph.y >= 2] == -1).all())  # background nodes are never targets
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _graph_and_models(model: str, undirected: bool, seed: int = 0):
+    task, cfg = make_cfg(
+        **{
+            "model.name": model,
+            "data.to_undirected": undirected,
+            "model.batch_norm": True,
+            "model.num_layers": 3,
+        }
+    )
+    out = {}
+    for backend in ("pyg", "dgl"):
+        cfg["data"]["backend"] = backend
+        data = task.setup(cfg, device=CPU)
+        torch.manual_seed(seed)
+        out[backend] = (data, task.build_model(cfg, data))
+    return task, out
+
+
+@pytest.mark.parametrize("model", ["gcn", "sage"])
+@pytest.mark.parametrize("undirected", [True, False])
+def test_pyg_dgl_same_seed_same_weights_and_logits(model, undirected):
+    task, built = _graph_and_models(model, undirected)
+    (pdata, pyg), (ddata, dgl_model) = built["pyg"], built["dgl"]
+    ps, ds = pyg.state_dict(), dgl_model.state_dict()
+    assert list(ps) == list(ds) and all(ps[k].shape == ds[k].shape for k in ps)
+    assert all(torch.equal(ps[k], ds[k]) for k in ps)
+    pyg.eval(), dgl_model.eval()
+    a = pyg(pdata.state["x"], pdata.state["full_graph"])
+    b = dgl_model(ddata.state["x"], ddata.state["full_graph"])
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["gcn", "sage"])
+def test_pyg_dgl_copied_weights_after_training(model):
+    task, cfg = make_cfg(**{"model.name": model, "mech.act": "raa", "mech.arr": True})
+    built = {
+        b: build(task, {**cfg, "data": {**cfg["data"], "backend": b}}, CPU) for b in ("pyg", "dgl")
+    }
+    torch.manual_seed(1)
+    train_steps(task, built["pyg"], 4)  # trained weights, RAA shifts and ARR memories
+    built["dgl"].model.load_state_dict(built["pyg"].model.state_dict())
+    logits = [task.full_logits(built[b].model, built[b].data) for b in ("pyg", "dgl")]
+    assert torch.allclose(logits[0], logits[1], atol=1e-5)
+    for split in ("val", "test"):
+        m = [task.evaluate(built[b].model, built[b].data, split, CPU) for b in ("pyg", "dgl")]
+        assert abs(m[0]["auc"] - m[1]["auc"]) < 1e-6
+
+
+def test_gnn_layout_for_tune():
+    model = GNN(get_backend("pyg"), "gcn", 8, 16, 3, num_layers=3)
+    names = [n for n, _ in model.named_children()] + [n for n, _ in model.hidden.named_children()]
+    assert names == ["hidden", "head", "0", "1"]
+    assert [type(m).__name__ for m in model.hidden[0].children()] == [
+        "SparseGCNConv",
+        "Identity",
+        "ReLU",
+    ]
+
+
+def test_dgl_missing_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dgl", None)  # import dgl -> ImportError
+    with pytest.raises(ValueError, match=r'pip install "dnrt\[dgl\]"'):
+        get_backend("dgl")
+    task, cfg = make_cfg()
+    cfg["data"]["backend"] = "dgl"
+    with pytest.raises(ValueError, match=r'pip install "dnrt\[dgl\]"'):
+        task.validate_config(cfg)
+
+
+def test_pyg_neighbor_sampler_needs_pyg_lib(monkeypatch):
+    import tasks.graph.task as graph_task
+
+    monkeypatch.setattr(graph_task, "pyg_sampler_available", lambda: False)  # as if absent
+    task = GraphTask()
+    cfg = build_config(task.default_config(), overrides={"data.sampler": "neighbor"})
+    with pytest.raises(ValueError, match="needs pyg-lib or torch-sparse.*backend dgl") as err:
+        task.validate_config(cfg)
+    assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- mini-batches
+
+
+def test_blocks_to_edge_index_samples_each_node_once():
+    import dgl
+
+    torch.manual_seed(0)
+    src, dst = torch.randint(0, 300, (2, 3000))
+    g = dgl.graph((src, dst), num_nodes=300)
+    dgl.seed(0)
+    seeds = torch.arange(0, 40)
+    input_nodes, output_nodes, blocks = dgl.dataloading.NeighborSampler([3, 4]).sample(g, seeds)
+    for block in blocks:  # destination nodes are a prefix of the source nodes
+        n = block.num_dst_nodes()
+        assert torch.equal(block.srcdata[dgl.NID][:n], block.dstdata[dgl.NID])
+    ei = blocks_to_edge_index(blocks)
+    n_sub = len(input_nodes)
+    assert int(ei.max()) < n_sub
+    in_deg = torch.bincount(ei[1], minlength=n_sub)
+    assert int(in_deg[:40].max()) <= 4  # seeds: hop-1 fanout (listed last for DGL)
+    assert int(in_deg[40 : blocks[0].num_dst_nodes()].max()) <= 3  # hop-1 nodes: hop-2 fanout
+    assert int(in_deg[blocks[0].num_dst_nodes() :].sum()) == 0  # outermost nodes: none
+    glob = input_nodes[ei]  # every sampled edge exists in g
+    assert bool(g.has_edges_between(glob[0], glob[1]).all())
+
+
+def test_dgl_minibatch_training_and_determinism():
+    task, cfg = make_cfg(
+        **{
+            "data.backend": "dgl",
+            "data.sampler": "neighbor",
+            "data.batch_size": 64,
+            "mech.act": "raa",
+            "mech.arr": True,
+        }
+    )
+    built = build(task, cfg, CPU)
+    assert isinstance(built.data.train, DGLNeighborBatches)
+    n_train = len(built.data.state["graph"].train_idx)
+    batches = task.train_batches(built.data, 0)
+    assert len(batches) == -(-n_train // 64)
+    epoch0, again = list(batches), list(task.train_batches(built.data, 0))
+    for a, b in zip(epoch0, again, strict=True):  # same seed order and same sampled neighbours
+        assert torch.equal(a.x, b.x) and torch.equal(a.targets, b.targets)
+    first = epoch0[0]
+    assert int((first.targets >= 0).sum()) == first.num_seeds == 64
+    assert bool((first.targets[first.num_seeds :] == -1).all())
+    other = next(iter(task.train_batches(built.data, 1)))
+    assert not torch.equal(first.targets[:64], other.targets[:64]) or not torch.equal(
+        first.x[:64], other.x[:64]
+    )
+    losses = train_steps(task, built, 3)
+    assert len(losses) == 3 * len(batches) and all(torch.isfinite(torch.tensor(losses)))
+    assert all(bool(m.initialized.all()) for m in built.model.arr.values())
+    metrics = task.evaluate(built.model, built.data, "test", CPU)  # full-batch inference
+    assert 0.0 <= metrics["auc"] <= 1.0
+
+
+def test_sparse_matmul_gradient_uses_cached_transpose():
+    from tasks.graph.backends import adjacency_t
+    from tasks.graph.pyg_conv import sparse_matmul, transpose_of
+
+    torch.manual_seed(0)
+    edge_index = torch.randint(0, 50, (2, 300))
+    adj_t = adjacency_t(edge_index, 50, gcn=True)
+    dense = adj_t.to_dense()
+    x = torch.randn(50, 4, requires_grad=True)
+    w = torch.randn(50, 4)
+    (sparse_matmul(adj_t, x) * w).sum().backward()
+    assert torch.allclose(x.grad, dense.t() @ w, atol=1e-6)
+    assert transpose_of(adj_t) is transpose_of(adj_t)  # built once per adjacency
