@@ -5,6 +5,7 @@
 * :mod:`.plugins` — task discovery through the ``dnrt.tasks`` entry points;
 * :mod:`.config` — defaults, YAML recipes, ``--set`` overrides and validation;
 * :mod:`.checkpoint` — atomic, ``weights_only`` checkpoints and RNG state;
+* :mod:`.optim` — optimiser and lr schedule from the ``train`` section (timm factories);
 * :mod:`.data` — epoch-seeded samplers and loaders (DDP-aware);
 * :mod:`.metrics` — classification metrics shared by tasks.
 """

@@ -40,9 +40,12 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "epochs": 10,
         "lr": 5e-4,
         "weight_decay": 0.05,
+        "wd_all_params": False,  # true: one group, every tensor decays (the released code)
         "opt": "adamw",
         "sched": "cosine",
         "warmup_epochs": 0,
+        "cooldown_epochs": 0,  # min_lr held for the last N epochs (the cosine spans the rest)
+        "sched_lag": 0,  # 1: update k uses the schedule at k - 1 (the released loop)
         "warmup_lr": 1e-6,
         "min_lr": 1e-6,
         "clip_grad": 1.0,
@@ -71,6 +74,7 @@ _NON_NEGATIVE = (
     "data.num_workers",
     "train.weight_decay",
     "train.warmup_epochs",
+    "train.cooldown_epochs",
     "train.clip_grad",
     "mech.arr_lambda",
     "mech.dpa_lambda",
@@ -192,6 +196,15 @@ def validate(cfg: dict[str, Any]) -> None:
         value = get(cfg, key)
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise ConfigError(f"{key} must be >= 0, got {value!r}")
+    cooldown, epochs = get(cfg, "train.cooldown_epochs"), get(cfg, "train.epochs")
+    if cooldown and epochs and cooldown >= epochs:
+        raise ConfigError(f"train.cooldown_epochs ({cooldown}) must be < train.epochs ({epochs})")
+    if get(cfg, "train.sched_lag") not in (None, 0, 1):
+        raise ConfigError(f"train.sched_lag must be 0 or 1, got {get(cfg, 'train.sched_lag')!r}")
+    if not isinstance(get(cfg, "train.wd_all_params", False), bool):
+        raise ConfigError(
+            f"train.wd_all_params must be true or false, got {get(cfg, 'train.wd_all_params')!r}"
+        )
     if not isinstance(get(cfg, "seed"), int):
         raise ConfigError(f"seed must be an integer, got {get(cfg, 'seed')!r}")
 

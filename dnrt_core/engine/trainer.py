@@ -40,6 +40,7 @@ from ..mechanisms.names import is_dpa, mechanism_name
 from ..tuning import Tuned, tune
 from . import checkpoint as ckpt_io
 from .config import ConfigError, build_config, dump_yaml, get, load_yaml, set_key, validate
+from .optim import build_optimizer, build_scheduler, scheduler_index
 from .plugins import load_task
 from .task import Task, TaskData
 
@@ -200,9 +201,6 @@ class Trainer:
     """One run: owns the model, optimiser, scheduler, scaler and the output folder."""
 
     def __init__(self, built: Built, out: Path, *, quiet: bool = False):
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
-
         self.built = built
         self.cfg = built.cfg
         self.out = out
@@ -211,20 +209,8 @@ class Trainer:
         self.epochs = int(tcfg["epochs"])
         self.steps_per_epoch = self._steps_per_epoch()
         self.model = built.model
-        self.optimizer = create_optimizer_v2(
-            self.model, opt=tcfg["opt"], lr=float(tcfg["lr"]),
-            weight_decay=float(tcfg["weight_decay"]),
-        )  # fmt: skip
-        self.scheduler, _ = create_scheduler_v2(
-            self.optimizer,
-            sched=tcfg["sched"],
-            num_epochs=self.epochs,
-            warmup_epochs=int(tcfg["warmup_epochs"]),
-            warmup_lr=float(tcfg["warmup_lr"]),
-            min_lr=float(tcfg["min_lr"]),
-            step_on_epochs=False,
-            updates_per_epoch=self.steps_per_epoch,
-        )
+        self.optimizer = build_optimizer(self.model, tcfg)
+        self.scheduler = build_scheduler(self.optimizer, tcfg, self.steps_per_epoch)
         amp = tcfg["amp"]
         self.use_amp = built.device.type == "cuda" and amp in (True, "auto")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -331,7 +317,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.scheduler is not None:  # sched "none" keeps the lr constant
-                self.scheduler.step_update(self.epoch * self.steps_per_epoch + step + 1)
+                done = self.epoch * self.steps_per_epoch + step + 1
+                self.scheduler.step_update(scheduler_index(self.cfg["train"], done))
             total += float(task_loss.detach())
             aux_total += float(aux.detach())
             seen += 1
