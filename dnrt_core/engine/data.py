@@ -52,6 +52,20 @@ class EpochSampler(Sampler[int]):
         return self.per_rank
 
 
+DROP_LAST = (None, True, False, "odd")
+
+
+def resolve_drop_last(setting: bool | str | None, n: int, batch_size: int, train: bool) -> bool:
+    """The ``drop_last`` a loader of ``n`` samples uses (see :func:`make_loader`)."""
+    if setting not in DROP_LAST:
+        raise ValueError(f"drop_last must be true, false, null or 'odd', got {setting!r}")
+    if setting is None:
+        return train and n >= 2 * batch_size
+    if setting == "odd":
+        return bool(n % 2 or batch_size % 2)
+    return bool(setting)
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -59,14 +73,19 @@ def make_loader(
     train: bool,
     seed: int = 0,
     num_workers: int = 0,
-    drop_last: bool | None = None,
+    drop_last: bool | str | None = None,
     weights: torch.Tensor | None = None,
 ) -> DataLoader:
     """A DataLoader with :class:`EpochSampler`: training loaders are shuffled per epoch and
-    sharded under DDP; evaluation loaders keep file order and give every rank the whole set."""
+    sharded under DDP; evaluation loaders keep file order and give every rank the whole set.
+
+    ``drop_last``: ``None`` drops a ragged last training batch when there are at least two
+    batches; ``"odd"`` drops it only when the set size or the batch size is odd (the released
+    QTClassification ``main.py``; CIFAR's 50,000 at batch 256 keep all 196 batches).
+    """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    drop_last = train and len(dataset) >= 2 * batch_size if drop_last is None else drop_last
+    drop_last = resolve_drop_last(drop_last, len(dataset), batch_size, train)
     sampler = EpochSampler(len(dataset), shuffle=train, seed=seed, weights=weights, shard=train)
     return DataLoader(
         dataset,

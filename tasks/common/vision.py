@@ -16,8 +16,11 @@ from torch.utils.data import Dataset
 
 from dnrt_core.errors import DataError
 
+# the released code's (QTClassification qtcls/datasets/__init__.py) CIFAR statistics
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -76,6 +79,11 @@ def cifar_num_classes(name: str) -> int:
     return _CIFAR_FOLDERS[name][4]
 
 
+def cifar_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation ``(mean, std)`` of ``cifar10`` or ``cifar100``, each its own."""
+    return (CIFAR100_MEAN, CIFAR100_STD) if name == "cifar100" else (CIFAR_MEAN, CIFAR_STD)
+
+
 def load_digits_images(train: bool = True, seed: int = 0, test_fraction: float = 0.25,
                        size: int = 32) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """scikit-learn's 8×8 digits (1,797 images, 10 classes) as ``(N, size, size, 3)`` uint8,
@@ -121,12 +129,24 @@ class ArrayImageDataset(Dataset):
 def build_transform(train: bool, img_size: int = 32, *, mean=CIFAR_MEAN, std=CIFAR_STD,
                     weak_aug: bool = False, auto_augment: str | None = "rand-m9-mstd0.5-inc1",
                     color_jitter: float = 0.4, re_prob: float = 0.25,
-                    scale: tuple[float, float] = (0.08, 1.0)):  # fmt: skip
-    """The paper's recipe through timm's ``create_transform``; ``weak_aug`` = flip + normalise."""
+                    scale: tuple[float, float] = (0.08, 1.0), interpolation: str = "random",
+                    crop_pct: float | None = None):  # fmt: skip
+    """The paper's recipe through timm's ``create_transform``; ``weak_aug`` = flip + normalise.
+
+    Training: random-resized crop (``interpolation``: ``random`` picks bilinear or bicubic per
+    image, as released; it also leaves RandAugment on its random default), flip, RandAugment,
+    random erasing. Evaluation with ``crop_pct``: resize the short side to
+    ``floor(img_size / crop_pct)`` (bilinear), centre-crop ``img_size`` (CIFAR at 0.875: 36 then
+    32); ``crop_pct=None`` keeps images of at most 64 px uncropped, larger ones take timm's
+    default crop.
+    """
     import torchvision.transforms as T
     from timm.data import create_transform
 
     if not train:
+        if crop_pct is not None:
+            return create_transform(img_size, is_training=False, crop_pct=crop_pct,
+                                    interpolation="bilinear", mean=mean, std=std)  # fmt: skip
         if img_size <= 64:  # small images: no resize-crop at evaluation
             return T.Compose([T.Resize(img_size), T.ToTensor(), T.Normalize(mean, std)])
         return create_transform(img_size, is_training=False, mean=mean, std=std)
@@ -139,7 +159,7 @@ def build_transform(train: bool, img_size: int = 32, *, mean=CIFAR_MEAN, std=CIF
         scale=scale,
         color_jitter=color_jitter,
         auto_augment=auto_augment,
-        interpolation="bicubic",
+        interpolation=interpolation,
         re_prob=re_prob,
         re_mode="pixel",
         mean=mean,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dnrt_core.engine import Task, TaskData
-from dnrt_core.engine.data import make_loader
+from dnrt_core.engine.data import DROP_LAST, make_loader
 from dnrt_core.errors import unknown_name_error
 from tasks.common.vision import (
     CIFAR_MEAN,
@@ -21,6 +21,7 @@ from tasks.common.vision import (
     DataError,
     build_transform,
     cifar_num_classes,
+    cifar_stats,
     load_cifar,
     load_digits_images,
 )
@@ -28,6 +29,7 @@ from tasks.common.vision import (
 from .models import available_models, create_image_model
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+INTERPOLATIONS = ("random", "bilinear", "bicubic", "nearest")
 
 
 def _subset(images: np.ndarray, labels: np.ndarray, n: int | None, seed: int):
@@ -63,6 +65,9 @@ class ImageTask(Task):
                 "auto_augment": "rand-m9-mstd0.5-inc1",
                 "color_jitter": 0.4,
                 "re_prob": 0.25,
+                "interpolation": "random",  # of the training crop: random | bilinear | bicubic
+                "crop_pct": 0.875,  # evaluation: resize to img_size / crop_pct, centre-crop
+                "drop_last": None,  # None: drop a ragged last batch when >= 2; odd: as released
                 "download": False,
             },
             "model": {"name": "vit_tiny", "drop_path": 0.1},
@@ -78,6 +83,14 @@ class ImageTask(Task):
         for key in ("img_size", "train_subset", "test_subset"):
             if data[key] is not None and int(data[key]) <= 0:
                 raise ValueError(f"data.{key} must be positive, got {data[key]}")
+        crop = data["crop_pct"]
+        if crop is not None and (not isinstance(crop, (int, float)) or not 0 < crop <= 1):
+            raise ValueError(f"data.crop_pct must be in (0, 1] or null, got {crop!r}")
+        if data["interpolation"] not in INTERPOLATIONS:
+            raise unknown_name_error("interpolation", data["interpolation"], list(INTERPOLATIONS))
+        if data["drop_last"] not in DROP_LAST:
+            raise ValueError(f"data.drop_last must be true, false, null or 'odd', "
+                             f"got {data['drop_last']!r}")  # fmt: skip
         if data["dataset"] != "digits" and not data.get("data_dir"):
             raise ValueError(f"dataset {data['dataset']!r} needs --data-dir")
 
@@ -102,10 +115,12 @@ class ImageTask(Task):
         test_x, test_y, _ = self._arrays(cfg, train=False)
         train_x, train_y = _subset(train_x, train_y, data["train_subset"], seed)
         test_x, test_y = _subset(test_x, test_y, data["test_subset"], seed)
-        mean, std = CIFAR_MEAN, CIFAR_STD
-        test_tf = build_transform(False, size, mean=mean, std=std)
-        # flips and RandAugment change what a digit is: the embedded digits train un-augmented
+        # flips and RandAugment change what a digit is: the embedded digits train un-augmented,
+        # on the uncropped evaluation transform
         digits = data["dataset"] == "digits"
+        mean, std = (CIFAR_MEAN, CIFAR_STD) if digits else cifar_stats(data["dataset"])
+        crop = None if digits else data["crop_pct"]
+        test_tf = build_transform(False, size, mean=mean, std=std, crop_pct=crop)
         train_tf = test_tf if digits else self._train_transform(data, size, mean, std)
         batch = int(data["batch_size"])
         workers = int(data["num_workers"])
@@ -113,16 +128,22 @@ class ImageTask(Task):
         test_set = ArrayImageDataset(test_x, test_y, test_tf)
         return TaskData(
             num_classes=num_classes,
-            train=make_loader(train_set, batch, train=True, seed=seed, num_workers=workers),
+            train=self._train_loader(train_set, data, seed),
             splits={"test": make_loader(test_set, batch, train=False, num_workers=workers)},
             info={"train_size": len(train_set), "test_size": len(test_set)},
         )
+
+    @staticmethod
+    def _train_loader(train_set, data: dict[str, Any], seed: int):
+        return make_loader(train_set, int(data["batch_size"]), train=True, seed=seed,
+                           num_workers=int(data["num_workers"]),
+                           drop_last=data["drop_last"])  # fmt: skip
 
     def _train_transform(self, data: dict[str, Any], size: int, mean, std):
         return build_transform(
             True, size, mean=mean, std=std, weak_aug=bool(data["weak_aug"]),
             auto_augment=data["auto_augment"], color_jitter=float(data["color_jitter"]),
-            re_prob=float(data["re_prob"]),
+            re_prob=float(data["re_prob"]), interpolation=data["interpolation"],
         )  # fmt: skip
 
     def _setup_imagefolder(self, cfg: dict[str, Any], size: int, seed: int) -> TaskData:
@@ -137,7 +158,8 @@ class ImageTask(Task):
                 raise DataError(f"imagefolder needs {root}/{names[0]}/<class>/<images>")
             folders[split] = found
         train_tf = self._train_transform(data, size, IMAGENET_MEAN, IMAGENET_STD)
-        test_tf = build_transform(False, size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        test_tf = build_transform(False, size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                  crop_pct=data["crop_pct"])  # fmt: skip
         train_set = ImageFolder(str(folders["train"]), transform=train_tf)
         test_set = ImageFolder(str(folders["test"]), transform=test_tf)
         if train_set.classes != test_set.classes:
@@ -145,7 +167,7 @@ class ImageTask(Task):
         batch, workers = int(data["batch_size"]), int(data["num_workers"])
         return TaskData(
             num_classes=len(train_set.classes),
-            train=make_loader(train_set, batch, train=True, seed=seed, num_workers=workers),
+            train=self._train_loader(train_set, data, seed),
             splits={"test": make_loader(test_set, batch, train=False, num_workers=workers)},
             info={"train_size": len(train_set), "test_size": len(test_set)},
         )

@@ -15,9 +15,15 @@ import torch
 from torch import nn
 
 from dnrt_core.engine import Task, TaskData
-from dnrt_core.engine.data import make_loader
+from dnrt_core.engine.data import DROP_LAST, make_loader
 from dnrt_core.engine.metrics import evaluate_classification
-from tasks.common.vision import CIFAR_MEAN, CIFAR_STD, ArrayImageDataset, build_transform
+from tasks.common.vision import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    ArrayImageDataset,
+    build_transform,
+    cifar_stats,
+)
 
 from .data import (
     DATASETS,
@@ -42,19 +48,23 @@ AUGS = ("auto", "paper", "crop-flip", "flip", "none")
 GROUP_KEYS = {g: f"{g}_shot" for g in SHOT_GROUPS}
 
 
-def build_lt_transform(aug: str, train: bool, img_size: int = 32):
-    """PIL -> (3, img_size, img_size) float tensor, CIFAR-normalised.
+def build_lt_transform(aug: str, train: bool, img_size: int = 32, dataset: str = "cifar10-lt"):
+    """PIL -> (3, img_size, img_size) float tensor, normalised.
 
-    ``paper``: timm RandAugment recipe of the paper; ``crop-flip``: the standard CIFAR-LT
-    ResNet recipe (random crop with 4-pixel padding + horizontal flip); ``flip``: flip only;
-    ``none``: resize + normalise.
+    ``paper``: the released image recipe (timm RandAugment etc.; evaluation resizes to 36 and
+    centre-crops 32; CIFAR-100-LT normalised with CIFAR-100's statistics); ``crop-flip``: the
+    standard CIFAR-LT ResNet recipe of LDAM-DRW (random crop with 4-pixel padding + horizontal
+    flip, CIFAR-10 statistics for both, as there); ``flip``: flip only; ``none``: resize +
+    normalise.
     """
     import torchvision.transforms as T
 
+    if aug == "paper":
+        mean, std = cifar_stats(dataset.removesuffix("-lt"))
+        return build_transform(train, img_size, mean=mean, std=std,
+                               crop_pct=None if train else 0.875)  # fmt: skip
     if not train or aug == "none":
         return build_transform(False, img_size)
-    if aug == "paper":
-        return build_transform(True, img_size)
     if aug == "flip":
         return build_transform(True, img_size, weak_aug=True)
     if aug == "crop-flip":
@@ -103,6 +113,7 @@ class LongTailTask(Task):
                 "test_subset": None,  # first ceil(N/K) test images of every class
                 "download": False,
                 "batch_size": 32,
+                "drop_last": None,  # None: drop a ragged last batch when >= 2; odd: as released
             },
             # drop_path and depth (None = 12) apply to vit_tiny only
             "model": {"name": "resnet32", "drop_path": 0.1, "depth": None},
@@ -122,6 +133,9 @@ class LongTailTask(Task):
         for key in ("n_max", "train_subset", "test_subset", "img_size"):
             if d[key] is not None and (not isinstance(d[key], int) or d[key] < 1):
                 raise ValueError(f"data.{key} must be a positive integer, got {d[key]!r}")
+        if d["drop_last"] not in DROP_LAST:
+            raise ValueError(f"data.drop_last must be true, false, null or 'odd', "
+                             f"got {d['drop_last']!r}")  # fmt: skip
         check_model_name(str(cfg["model"]["name"]))  # fails before any data is read
 
     # -- data
@@ -143,10 +157,12 @@ class LongTailTask(Task):
             test_images, test_labels = test_images[idx], test_labels[idx]
 
         aug = resolve_aug(d)
-        train_set = ArrayImageDataset(images, labels, build_lt_transform(aug, True, size))
-        test_set = ArrayImageDataset(test_images, test_labels, build_lt_transform(aug, False, size))
+        train_set = ArrayImageDataset(images, labels, build_lt_transform(aug, True, size, dataset))
+        test_tf = build_lt_transform(aug, False, size, dataset)
+        test_set = ArrayImageDataset(test_images, test_labels, test_tf)
         bs, workers, seed = int(d["batch_size"]), int(d["num_workers"]), int(cfg.get("seed", 0))
         train = make_loader(train_set, bs, train=True, seed=seed, num_workers=workers,
+                            drop_last=d["drop_last"],
                             weights=sampling_weights(labels, d["sampler"]))  # fmt: skip
         test = make_loader(test_set, bs, train=False, seed=seed, num_workers=workers)
         class_counts = np.bincount(labels, minlength=num_classes).tolist()
