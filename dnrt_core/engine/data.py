@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -50,6 +52,13 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank
+
+
+def indices_sha256(indices) -> str:
+    """SHA-256 (hex) of a subset's indices, sorted ascending, as int64 little-endian bytes:
+    ``hashlib.sha256(np.sort(idx).astype("<i8").tobytes())``."""
+    idx = np.sort(np.asarray(indices).astype("<i8", casting="safe").ravel())
+    return hashlib.sha256(idx.tobytes()).hexdigest()
 
 
 DROP_LAST = (None, True, False, "odd")

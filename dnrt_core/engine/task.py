@@ -32,6 +32,8 @@ class TaskData:
         splits: evaluation loaders by split name (``val``, ``test``, ...).
         info: anything the task wants in ``summary.json`` (e.g. ``class_counts``).
         state: task-private objects (graphs, tensors).
+        train_indices: when training on a subset, its indices (N,) into the full training
+            set; ``summary.json`` then records ``data.train_indices_sha256``.
     """
 
     num_classes: int
@@ -39,6 +41,7 @@ class TaskData:
     splits: dict[str, Iterable] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    train_indices: Any = None
 
 
 class Task:

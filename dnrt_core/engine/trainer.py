@@ -40,6 +40,7 @@ from ..mechanisms.names import is_dpa, mechanism_name
 from ..tuning import Tuned, tune
 from . import checkpoint as ckpt_io
 from .config import ConfigError, build_config, dump_yaml, get, load_yaml, set_key, validate
+from .data import indices_sha256
 from .optim import build_optimizer, build_scheduler, scheduler_index
 from .plugins import load_task
 from .task import Task, TaskData
@@ -564,6 +565,8 @@ def run(
         "skipped_steps": trainer.skipped_steps,
         **task.summary_extra(built.data, final),
     }
+    if built.data.train_indices is not None:
+        summary["data"] = {"train_indices_sha256": indices_sha256(built.data.train_indices)}
     if is_main_process():
         ckpt_io.write_text_atomic(json.dumps(summary, indent=2) + "\n", out_dir / "summary.json")
         if not trainer.quiet:

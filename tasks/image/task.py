@@ -32,17 +32,16 @@ DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 INTERPOLATIONS = ("random", "bilinear", "bicubic", "nearest")
 
 
-def _subset(images: np.ndarray, labels: np.ndarray, n: int | None, seed: int):
-    """A seeded, class-stratified subset of ``n`` samples (all when ``n`` is None)."""
+def _subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray | None:
+    """Sorted indices of a seeded, class-stratified subset of ``n`` samples (``None``: all)."""
     if n is None or n >= len(labels):
-        return images, labels
+        return None
     from sklearn.model_selection import train_test_split
 
     idx, _ = train_test_split(
         np.arange(len(labels)), train_size=int(n), random_state=seed, stratify=labels
     )
-    idx = np.sort(idx)
-    return images[idx], labels[idx]
+    return np.sort(idx)
 
 
 class ImageTask(Task):
@@ -113,8 +112,12 @@ class ImageTask(Task):
             return self._setup_imagefolder(cfg, size, seed)
         train_x, train_y, num_classes = self._arrays(cfg, train=True)
         test_x, test_y, _ = self._arrays(cfg, train=False)
-        train_x, train_y = _subset(train_x, train_y, data["train_subset"], seed)
-        test_x, test_y = _subset(test_x, test_y, data["test_subset"], seed)
+        train_idx = _subset(train_y, data["train_subset"], seed)
+        if train_idx is not None:
+            train_x, train_y = train_x[train_idx], train_y[train_idx]
+        test_idx = _subset(test_y, data["test_subset"], seed)
+        if test_idx is not None:
+            test_x, test_y = test_x[test_idx], test_y[test_idx]
         # flips and RandAugment change what a digit is: the embedded digits train un-augmented,
         # on the uncropped evaluation transform
         digits = data["dataset"] == "digits"
@@ -131,6 +134,7 @@ class ImageTask(Task):
             train=self._train_loader(train_set, data, seed),
             splits={"test": make_loader(test_set, batch, train=False, num_workers=workers)},
             info={"train_size": len(train_set), "test_size": len(test_set)},
+            train_indices=train_idx,
         )
 
     @staticmethod

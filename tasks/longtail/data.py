@@ -2,8 +2,10 @@
 
 CIFAR-10-LT / CIFAR-100-LT (Cao et al. 2019; Cui et al. 2019): from the balanced
 training set, class i keeps n_i = floor(n_max · beta^(-i/(C-1))) images; the
-test set stays balanced. ``digits-lt`` applies the same profile to scikit-learn's
-embedded digits (n_max = the smallest per-class training count).
+test set stays balanced. Which images: by default exactly the ones LDAM-DRW's
+``IMBALANCECIFAR10/100`` keep (``rand_number`` 0), the split most long-tail papers
+use. ``digits-lt`` applies the same profile to scikit-learn's embedded digits
+(n_max = the smallest per-class training count).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tasks.common.vision import (
 )
 
 DATASETS = ("digits-lt", "cifar10-lt", "cifar100-lt")
-SELECTIONS = ("seeded", "first")
+SELECTIONS = ("ldam", "seeded", "first")
 SAMPLERS = ("none", "class-balanced", "sqrt")
 #: training images per class: many-shot > 100, medium 20-100, few-shot < 20
 MANY_THRESHOLD, FEW_THRESHOLD = 100, 20
@@ -34,23 +36,33 @@ def longtail_profile(n_max: int, num_classes: int, beta: float) -> list[int]:
     return imbalance_counts(n_max, num_classes, float(beta))
 
 
-def select_longtail(labels: np.ndarray, counts: list[int], *, selection: str = "seeded",
+def select_longtail(labels: np.ndarray, counts: list[int], *, selection: str = "ldam",
                     seed: int = 0) -> np.ndarray:  # fmt: skip
     """Indices (sorted, into ``labels`` (N,)) keeping ``counts[k]`` images of class k.
 
-    ``first`` keeps the first images of each class in file order; ``seeded`` draws them
-    without replacement with a generator seeded by ``seed`` (same seed, same subset).
+    ``ldam`` is LDAM-DRW's draw (``imbalance_cifar.py``) with ``rand_number = seed``: one
+    legacy NumPy generator seeded once, then for each class in class order its indices (file
+    order) are shuffled in place and the first ``counts[k]`` kept; ``seeded`` draws each class
+    without replacement from ``np.random.default_rng(seed)``; ``first`` keeps the first images
+    of each class in file order.
     """
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
     labels = np.asarray(labels)
+    legacy = np.random.RandomState(seed)  # the generator behind np.random.seed / shuffle
     rng = np.random.default_rng(seed)
     keep = []
     for k, n in enumerate(counts):
         idx = np.flatnonzero(labels == k)
         if len(idx) < n:
             raise DataError(f"class {k} has {len(idx)} training images, the profile needs {n}")
-        keep.append(idx[:n] if selection == "first" else rng.choice(idx, size=n, replace=False))
+        if selection == "ldam":
+            legacy.shuffle(idx)
+            keep.append(idx[:n])
+        elif selection == "seeded":
+            keep.append(rng.choice(idx, size=n, replace=False))
+        else:
+            keep.append(idx[:n])
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 

@@ -74,6 +74,14 @@ def build_lt_transform(aug: str, train: bool, img_size: int = 32, dataset: str =
     raise ValueError(f"unknown aug {aug!r}; valid: {', '.join(AUGS)}")
 
 
+def resolve_selection(data_cfg: dict[str, Any]) -> str:
+    """``auto`` = ``ldam`` on CIFAR-LT (the standard split), ``seeded`` on digits-lt."""
+    selection = data_cfg.get("selection") or "auto"
+    if selection == "auto":
+        return "seeded" if data_cfg["dataset"] == "digits-lt" else "ldam"
+    return selection
+
+
 def resolve_aug(data_cfg: dict[str, Any]) -> str:
     """``weak_aug: true`` forces ``flip``; ``auto`` = ``none`` on digits-lt, ``paper`` on CIFAR."""
     if data_cfg.get("weak_aug"):
@@ -103,8 +111,10 @@ class LongTailTask(Task):
                 "dataset": "digits-lt",
                 "imbalance": 100.0,  # beta = n_max / n_min
                 "n_max": None,  # None = smallest per-class count (5000 CIFAR-10, 500 CIFAR-100)
-                "selection": "seeded",  # seeded | first (file order)
-                "subset_seed": None,  # None = the run's seed
+                # auto: ldam (LDAM-DRW's split) on CIFAR-LT, seeded on digits-lt; ldam | seeded
+                # (default_rng per class) | first (file order)
+                "selection": "auto",
+                "subset_seed": None,  # None: 0 for ldam (LDAM-DRW's rand_number), else the run's
                 "sampler": "none",  # none | class-balanced | sqrt
                 "aug": "auto",  # auto | paper | crop-flip | flip | none
                 "weak_aug": None,  # true = flip only (same as aug: flip)
@@ -125,8 +135,8 @@ class LongTailTask(Task):
         d = cfg["data"]
         if not isinstance(d["imbalance"], (int, float)) or d["imbalance"] < 1:
             raise ValueError(f"data.imbalance (beta) must be a number >= 1, got {d['imbalance']!r}")
-        choices = (("dataset", DATASETS), ("selection", SELECTIONS), ("sampler", SAMPLERS),
-                   ("aug", AUGS))  # fmt: skip
+        choices = (("dataset", DATASETS), ("selection", ("auto", *SELECTIONS)),
+                   ("sampler", SAMPLERS), ("aug", AUGS))  # fmt: skip
         for key, valid in choices:
             if d[key] not in valid:
                 raise ValueError(f"unknown data.{key} {d[key]!r}; valid: {', '.join(valid)}")
@@ -149,8 +159,11 @@ class LongTailTask(Task):
         counts = longtail_profile(n_max, num_classes, float(d["imbalance"]))
         if d["train_subset"]:
             counts = scale_counts(counts, int(d["train_subset"]))
-        seed = d["subset_seed"] if d["subset_seed"] is not None else int(cfg.get("seed", 0))
-        keep = select_longtail(labels, counts, selection=d["selection"], seed=int(seed))
+        selection = resolve_selection(d)
+        seed = d["subset_seed"]
+        if seed is None:
+            seed = 0 if selection == "ldam" else int(cfg.get("seed", 0))
+        keep = select_longtail(labels, counts, selection=selection, seed=int(seed))
         images, labels = images[keep], labels[keep]
         if d["test_subset"]:
             idx = balanced_subset(test_labels, int(d["test_subset"]), num_classes)
@@ -170,7 +183,8 @@ class LongTailTask(Task):
         info = {
             "imbalance": float(d["imbalance"]),
             "n_max": int(n_max),
-            "selection": d["selection"],
+            "selection": selection,
+            "subset_seed": int(seed),
             "sampler": d["sampler"],
             "aug": aug,
             "class_counts": class_counts,
@@ -179,7 +193,7 @@ class LongTailTask(Task):
             "shot_groups": shot_groups(class_counts),
         }
         return TaskData(num_classes=num_classes, train=train, splits={"test": test}, info=info,
-                        state={"class_counts": class_counts})  # fmt: skip
+                        state={"class_counts": class_counts}, train_indices=keep)  # fmt: skip
 
     # -- model
     def build_model(self, cfg: dict[str, Any], data: TaskData) -> nn.Module:

@@ -108,17 +108,6 @@ def test_paper_loader_keeps_the_last_batch(cifar100_paper):
     assert cifar100_paper.train.drop_last is False
 
 
-@pytest.mark.parametrize(("setting", "n", "batches"), [(None, 600, 2), (False, 600, 3),
-                                                       ("odd", 600, 3), ("odd", 601, 2),
-                                                       (True, 600, 2)])  # fmt: skip
-def test_drop_last_settings(tmp_path, setting, n, batches):
-    from dnrt_core.engine.data import make_loader
-
-    loader = make_loader(torch.utils.data.TensorDataset(torch.zeros(n)), 256, train=True,
-                         drop_last=setting)  # fmt: skip
-    assert len(loader) == batches
-
-
 def test_digits_demo_keeps_its_transform():
     cfg = resolve_config(ImageTask(), {"data.train_subset": 20, "data.test_subset": 10})
     data = ImageTask().setup(cfg, device=CPU)

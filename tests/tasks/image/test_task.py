@@ -93,3 +93,27 @@ def test_imagefolder_missing_split(tmp_path):
             tmp_path / "run",
             quiet=True,
         )
+
+
+def test_train_subset_hash_in_summary(tmp_path):
+    """data.train_indices_sha256: SHA-256 of the subset's sorted int64 little-endian indices."""
+    import hashlib
+
+    from sklearn.model_selection import train_test_split
+
+    over = {**QUICK, "data.train_subset": 100, "data.batch_size": 16, "model.name": "resnet18",
+            "train.max_steps_per_epoch": 1}  # fmt: skip
+    summary = run("image", over, tmp_path / "sub", quiet=True)
+    labels = np.asarray(load_digits_labels())
+    idx, _ = train_test_split(np.arange(len(labels)), train_size=100, random_state=0,
+                              stratify=labels)  # fmt: skip
+    expected = hashlib.sha256(np.sort(idx).astype("<i8").tobytes()).hexdigest()
+    assert summary["data"] == {"train_indices_sha256": expected}
+    full = ImageTask().setup(resolve_config(ImageTask(), {"data.test_subset": 10}), device="cpu")
+    assert full.train_indices is None  # the whole training set: no hash written
+
+
+def load_digits_labels():
+    from tasks.common.vision import load_digits_images
+
+    return load_digits_images(train=True)[1]

@@ -303,3 +303,26 @@ def test_config_resolves(path: Path) -> None:
         assert cfg["mech"]["act"] == ("gelu" if model == "vit_tiny" else "relu")
         assert not cfg["mech"]["arr"]
     assert all(isinstance(cfg["train"][k], float) for k in ("lr", "weight_decay", "min_lr"))
+    assert cfg["data"]["selection"] == "ldam" and cfg["data"]["subset_seed"] is None
+    if model == "vit_tiny":  # the released image recipe (tests/tasks/image/test_recipes.py)
+        assert cfg["train"]["wd_all_params"] is True and cfg["train"]["sched_lag"] == 1
+        assert cfg["train"]["cooldown_epochs"] == cfg["train"]["warmup_epochs"] == 20
+        assert cfg["data"]["drop_last"] == "odd" and cfg["data"]["aug"] == "paper"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "mean"),
+    [("cifar10-lt", (0.4914, 0.4822, 0.4465)), ("cifar100-lt", (0.5071, 0.4865, 0.4409))],
+)
+def test_paper_aug_uses_the_released_image_transforms(dataset: str, mean: tuple) -> None:
+    from tasks.longtail.task import build_lt_transform
+
+    train, test = (build_lt_transform("paper", t, 32, dataset) for t in (True, False))
+    from torchvision.transforms import Normalize
+
+    for tf in (train, test):
+        norm = next(t for t in tf.transforms if isinstance(t, Normalize))
+        assert torch.allclose(torch.as_tensor(norm.mean), torch.tensor(mean))
+    assert "size=36" in repr(test) and "CenterCrop" in repr(test)
+    # the LDAM-DRW recipe keeps its own (CIFAR-10) statistics and no eval crop
+    assert "CenterCrop" not in repr(build_lt_transform("crop-flip", False, 32, dataset))
