@@ -122,7 +122,8 @@ class ImageTask(Task):
         # on the uncropped evaluation transform
         digits = data["dataset"] == "digits"
         mean, std = (CIFAR_MEAN, CIFAR_STD) if digits else cifar_stats(data["dataset"])
-        crop = None if digits else data["crop_pct"]
+        # .get: a run saved before these keys existed resumes with the behaviour it had
+        crop = None if digits else data.get("crop_pct")
         test_tf = build_transform(False, size, mean=mean, std=std, crop_pct=crop)
         train_tf = test_tf if digits else self._train_transform(data, size, mean, std)
         batch = int(data["batch_size"])
@@ -141,13 +142,13 @@ class ImageTask(Task):
     def _train_loader(train_set, data: dict[str, Any], seed: int):
         return make_loader(train_set, int(data["batch_size"]), train=True, seed=seed,
                            num_workers=int(data["num_workers"]),
-                           drop_last=data["drop_last"])  # fmt: skip
+                           drop_last=data.get("drop_last"))  # fmt: skip
 
     def _train_transform(self, data: dict[str, Any], size: int, mean, std):
         return build_transform(
             True, size, mean=mean, std=std, weak_aug=bool(data["weak_aug"]),
             auto_augment=data["auto_augment"], color_jitter=float(data["color_jitter"]),
-            re_prob=float(data["re_prob"]), interpolation=data["interpolation"],
+            re_prob=float(data["re_prob"]), interpolation=data.get("interpolation", "bicubic"),
         )  # fmt: skip
 
     def _setup_imagefolder(self, cfg: dict[str, Any], size: int, seed: int) -> TaskData:
@@ -163,7 +164,7 @@ class ImageTask(Task):
             folders[split] = found
         train_tf = self._train_transform(data, size, IMAGENET_MEAN, IMAGENET_STD)
         test_tf = build_transform(False, size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                  crop_pct=data["crop_pct"])  # fmt: skip
+                                  crop_pct=data.get("crop_pct"))  # fmt: skip
         train_set = ImageFolder(str(folders["train"]), transform=train_tf)
         test_set = ImageFolder(str(folders["test"]), transform=test_tf)
         if train_set.classes != test_set.classes:

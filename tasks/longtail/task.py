@@ -175,7 +175,7 @@ class LongTailTask(Task):
         test_set = ArrayImageDataset(test_images, test_labels, test_tf)
         bs, workers, seed = int(d["batch_size"]), int(d["num_workers"]), int(cfg.get("seed", 0))
         train = make_loader(train_set, bs, train=True, seed=seed, num_workers=workers,
-                            drop_last=d["drop_last"],
+                            drop_last=d.get("drop_last"),
                             weights=sampling_weights(labels, d["sampler"]))  # fmt: skip
         test = make_loader(test_set, bs, train=False, seed=seed, num_workers=workers)
         class_counts = np.bincount(labels, minlength=num_classes).tolist()

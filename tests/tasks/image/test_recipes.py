@@ -120,3 +120,16 @@ def test_digits_demo_keeps_its_transform():
 def test_bad_recipe_values_are_one_line_errors(key, value):
     with pytest.raises(ConfigError):
         resolve_config(ImageTask(), {key: value})
+
+
+def test_config_saved_before_the_recipe_keys_keeps_its_behaviour(tmp_path):
+    """A resumed run's saved config may lack the new keys: it gets what it trained with."""
+    root = write_cifar(tmp_path, "cifar10", per_class_train=4)
+    cfg = resolve_config(ImageTask(), {"data.dataset": "cifar10", "data.data_dir": str(root),
+                                       "data.batch_size": 16})  # fmt: skip
+    for key in ("crop_pct", "interpolation", "drop_last"):
+        del cfg["data"][key]
+    data = ImageTask().setup(cfg, device=CPU)
+    assert "CenterCrop" not in repr(data.splits["test"].dataset.transform)
+    assert "bicubic" in repr(data.train.dataset.transform.transforms[0]).lower()
+    assert len(data.train) == 40 // 16  # a ragged last batch is dropped, as before
