@@ -44,7 +44,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "opt": "adamw",
         "sched": "cosine",
         "warmup_epochs": 0,
-        "cooldown_epochs": 0,  # min_lr held for the last N epochs (the cosine spans the rest)
+        "cooldown_epochs": 0,  # min_lr held for the last N epochs; warmup: N = warmup_epochs
         "sched_lag": 0,  # 1: update k uses the schedule at k - 1 (the released loop)
         "warmup_lr": 1e-6,
         "min_lr": 1e-6,
@@ -74,7 +74,6 @@ _NON_NEGATIVE = (
     "data.num_workers",
     "train.weight_decay",
     "train.warmup_epochs",
-    "train.cooldown_epochs",
     "train.clip_grad",
     "mech.arr_lambda",
     "mech.dpa_lambda",
@@ -196,9 +195,7 @@ def validate(cfg: dict[str, Any]) -> None:
         value = get(cfg, key)
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise ConfigError(f"{key} must be >= 0, got {value!r}")
-    cooldown, epochs = get(cfg, "train.cooldown_epochs"), get(cfg, "train.epochs")
-    if cooldown and epochs and cooldown >= epochs:
-        raise ConfigError(f"train.cooldown_epochs ({cooldown}) must be < train.epochs ({epochs})")
+    _validate_cooldown(cfg)
     if get(cfg, "train.sched_lag") not in (None, 0, 1):
         raise ConfigError(f"train.sched_lag must be 0 or 1, got {get(cfg, 'train.sched_lag')!r}")
     if not isinstance(get(cfg, "train.wd_all_params", False), bool):
@@ -207,6 +204,18 @@ def validate(cfg: dict[str, Any]) -> None:
         )
     if not isinstance(get(cfg, "seed"), int):
         raise ConfigError(f"seed must be an integer, got {get(cfg, 'seed')!r}")
+
+
+def _validate_cooldown(cfg: dict[str, Any]) -> None:
+    value, epochs = get(cfg, "train.cooldown_epochs"), get(cfg, "train.epochs")
+    if value == "warmup":
+        value = get(cfg, "train.warmup_epochs") or 0
+    elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ConfigError(
+            f"train.cooldown_epochs must be an integer >= 0 or 'warmup', got {value!r}"
+        )
+    if value and epochs and value >= epochs:
+        raise ConfigError(f"train.cooldown_epochs ({value}) must be < train.epochs ({epochs})")
 
 
 def dump_yaml(cfg: dict[str, Any], path: str | Path) -> None:

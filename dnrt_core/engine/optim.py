@@ -6,8 +6,8 @@ Two recipe keys exist for parity with the released DNRT/DPA code (QTClassificati
   released ``main.py``), RAA's ``w``/``b`` and norm/bias tensors included; ``false`` (default)
   uses timm's filter, which exempts 1-D tensors and the model's ``no_weight_decay()``.
 * ``train.cooldown_epochs``: the cosine spans ``epochs - cooldown_epochs`` and ``min_lr`` is
-  held for the last ``cooldown_epochs`` (timm's cooldown). The released scheduler uses
-  ``t_initial = total - warm-up`` steps, i.e. ``cooldown_epochs = warmup_epochs``.
+  held for the last ``cooldown_epochs`` (timm's cooldown). ``warmup`` ties it to
+  ``warmup_epochs``, as the released scheduler does (``t_initial = total - warm-up`` steps).
 * ``train.sched_lag``: update ``k`` (0-based, over the whole run) uses the schedule's value at
   ``k - sched_lag``. ``0`` (default) steps timm's scheduler with the next update's index;
   ``1`` is the released loop, which steps it with the index of the update just done.
@@ -40,7 +40,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, tcfg: dict[str, Any],
     :func:`scheduler_index` after every optimiser update."""
     from timm.scheduler import create_scheduler_v2
 
-    cooldown = int(tcfg.get("cooldown_epochs") or 0)
+    cooldown = cooldown_epochs(tcfg)
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=tcfg["sched"],
@@ -53,6 +53,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, tcfg: dict[str, Any],
         updates_per_epoch=steps_per_epoch,
     )
     return scheduler
+
+
+def cooldown_epochs(tcfg: dict[str, Any]) -> int:
+    """``train.cooldown_epochs`` as a number (``warmup`` = ``train.warmup_epochs``)."""
+    value = tcfg.get("cooldown_epochs") or 0
+    return int(tcfg["warmup_epochs"]) if value == "warmup" else int(value)
 
 
 def scheduler_index(tcfg: dict[str, Any], updates_done: int) -> int:

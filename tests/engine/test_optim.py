@@ -66,6 +66,15 @@ def test_paper_schedule_matches_released_every_update():
     assert per_epoch[279] > 1e-5
 
 
+def test_cooldown_follows_the_warmup():
+    tied = _lrs({**PAPER_TCFG, "cooldown_epochs": "warmup"}, 196)
+    assert tied == _lrs(PAPER_TCFG, 196)
+    short = {**PAPER_TCFG, "cooldown_epochs": "warmup", "warmup_epochs": 0, "epochs": 3}
+    assert _lrs(short, 4) == pytest.approx(
+        released_update_lrs(**{**PAPER, "warmup": 0, "epochs": 3, "steps": 4})
+    )
+
+
 def test_default_schedule_unchanged():
     """Without the recipe keys: cosine over all epochs, update k at position k (as before)."""
     tcfg = {**PAPER_TCFG, "cooldown_epochs": 0, "sched_lag": 0, "epochs": 30, "warmup_epochs": 2}
@@ -96,7 +105,9 @@ def test_trainer_runs_the_released_schedule(tmp_path):
 @pytest.mark.parametrize(
     ("key", "value", "match"),
     [("train.cooldown_epochs", 10, "must be < train.epochs"), ("train.sched_lag", 2, "0 or 1"),
-     ("train.wd_all_params", "yes", "true or false")],
+     ("train.wd_all_params", "yes", "true or false"),
+     ("train.cooldown_epochs", "later", "integer >= 0 or 'warmup'"),
+     ("train.cooldown_epochs", -1, "integer >= 0")],
 )  # fmt: skip
 def test_recipe_keys_are_validated(tmp_path, key, value, match):
     with pytest.raises(ConfigError, match=match):

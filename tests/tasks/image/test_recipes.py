@@ -12,6 +12,7 @@ from timm.data import create_transform
 
 from dnrt_core.engine import resolve_config
 from dnrt_core.engine.config import ConfigError
+from dnrt_core.engine.optim import cooldown_epochs
 from tasks.image import ImageTask
 from tests.tasks.common.fake_cifar import write_cifar
 
@@ -32,7 +33,7 @@ RELEASED = {
     "train.warmup_epochs": 20,
     "train.warmup_lr": 1e-6,
     "train.min_lr": 1e-5,
-    "train.cooldown_epochs": 20,  # t_initial = total - warm-up steps
+    "train.cooldown_epochs": "warmup",  # t_initial = total - warm-up steps
     "train.sched_lag": 1,  # step_update(epoch * n_steps + batch_idx) after the update
     "train.clip_grad": 1.0,
     "train.amp": "auto",  # amp = True, switched off on CPU as main.py does
@@ -67,6 +68,15 @@ def test_paper_config_is_the_released_recipe(path):
     if dataset in RELEASED_LAMBDA:
         assert cfg["mech"]["arr_lambda"] == RELEASED_LAMBDA[dataset]
         assert cfg["mech"]["dpa_lambda"] == RELEASED_DPA_COEF[dataset]
+
+
+def test_paper_config_with_a_short_budget():
+    """As released, the held epochs follow the warm-up: no warm-up, no hold."""
+    path = REPO / "configs" / "image_cifar10_vit_tiny_dnrt.yaml"
+    cfg = resolve_config(ImageTask(), {"train.epochs": 2, "train.warmup_epochs": 0}, path)
+    assert cooldown_epochs(cfg["train"]) == 0
+    with pytest.raises(ConfigError, match="must be < train.epochs"):
+        resolve_config(ImageTask(), {"train.epochs": 2}, path)
 
 
 def test_all_paper_configs_are_checked():
