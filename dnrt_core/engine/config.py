@@ -208,14 +208,16 @@ def validate(cfg: dict[str, Any]) -> None:
 
 def _validate_cooldown(cfg: dict[str, Any]) -> None:
     value, epochs = get(cfg, "train.cooldown_epochs"), get(cfg, "train.epochs")
+    shown = value
     if value == "warmup":
         value = get(cfg, "train.warmup_epochs") or 0
+        shown = f"warmup = train.warmup_epochs = {value}"
     elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
         raise ConfigError(
             f"train.cooldown_epochs must be an integer >= 0 or 'warmup', got {value!r}"
         )
     if value and epochs and value >= epochs:
-        raise ConfigError(f"train.cooldown_epochs ({value}) must be < train.epochs ({epochs})")
+        raise ConfigError(f"train.cooldown_epochs ({shown}) must be < train.epochs ({epochs})")
 
 
 def dump_yaml(cfg: dict[str, Any], path: str | Path) -> None:
