@@ -66,6 +66,23 @@ def test_paper_schedule_matches_released_every_update():
     assert per_epoch[279] > 1e-5
 
 
+def test_paper_schedule_matches_timms_scheduler_built_as_released():
+    """The released qtcls/schedulers/__init__.py call, stepped as its engine.py steps it."""
+    from timm.scheduler import CosineLRScheduler
+
+    steps = 196
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=2.5e-4)
+    sched = CosineLRScheduler(opt, t_initial=(300 - 20) * steps, lr_min=1e-5, warmup_lr_init=1e-6,
+                              warmup_t=20 * steps, cycle_limit=1, t_in_epochs=False)  # fmt: skip
+    released = []
+    for epoch in range(300):
+        for batch_idx in range(steps):
+            released.append(opt.param_groups[0]["lr"])
+            sched.step_update(epoch * steps + batch_idx)
+        sched.step(epoch)
+    assert _lrs(PAPER_TCFG, steps) == released
+
+
 def test_cooldown_follows_the_warmup():
     tied = _lrs({**PAPER_TCFG, "cooldown_epochs": "warmup"}, 196)
     assert tied == _lrs(PAPER_TCFG, 196)
