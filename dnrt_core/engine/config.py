@@ -50,6 +50,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "min_lr": 1e-6,
         "clip_grad": 1.0,
         "amp": "auto",  # auto = on for CUDA, off on CPU
+        "amp_eval": False,  # true: evaluate under AMP too (the released loop)
         "label_smoothing": 0.0,
         "skip_nonfinite": False,
         "max_steps_per_epoch": None,
@@ -198,10 +199,9 @@ def validate(cfg: dict[str, Any]) -> None:
     _validate_cooldown(cfg)
     if get(cfg, "train.sched_lag") not in (None, 0, 1):
         raise ConfigError(f"train.sched_lag must be 0 or 1, got {get(cfg, 'train.sched_lag')!r}")
-    if not isinstance(get(cfg, "train.wd_all_params", False), bool):
-        raise ConfigError(
-            f"train.wd_all_params must be true or false, got {get(cfg, 'train.wd_all_params')!r}"
-        )
+    for key in ("train.wd_all_params", "train.amp_eval"):
+        if not isinstance(get(cfg, key, False), bool):
+            raise ConfigError(f"{key} must be true or false, got {get(cfg, key)!r}")
     if not isinstance(get(cfg, "seed"), int):
         raise ConfigError(f"seed must be an integer, got {get(cfg, 'seed')!r}")
 

@@ -103,6 +103,15 @@ def default_out_dir(cfg: dict[str, Any]) -> Path:
     return Path("runs") / str(cfg["task"]) / f"{name}-s{cfg['seed']}"
 
 
+def autocast_for(tcfg: dict[str, Any], device: torch.device, *, evaluation: bool = False):
+    """float16 autocast when AMP is on (``train.amp`` true/auto on CUDA); for evaluation only
+    with ``train.amp_eval`` (the released loop evaluates under AMP too)."""
+    on = device.type == "cuda" and tcfg["amp"] in (True, "auto")
+    if evaluation:
+        on = on and bool(tcfg.get("amp_eval", False))
+    return torch.autocast("cuda", dtype=torch.float16) if on else contextlib.nullcontext()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -289,12 +298,7 @@ class Trainer:
                 break
             inputs, targets = task.batch_inputs(batch, device)
             self._check_targets(targets, step)
-            autocast = (
-                torch.autocast("cuda", dtype=torch.float16)
-                if self.use_amp
-                else contextlib.nullcontext()
-            )
-            with autocast:
+            with autocast_for(self.cfg["train"], device):
                 out = self.ddp_model(*inputs, targets=targets)
                 task_loss = task.loss(out, targets, data)
                 aux = self.model.aux_loss()
@@ -346,7 +350,8 @@ class Trainer:
     def evaluate(self, split: str) -> dict[str, Any]:
         if split not in self.built.data.splits:
             return {}
-        return self.built.task.evaluate(self.model, self.built.data, split, self.built.device)
+        with autocast_for(self.cfg["train"], self.built.device, evaluation=True):
+            return self.built.task.evaluate(self.model, self.built.data, split, self.built.device)
 
     def fit(self) -> dict[str, Any]:
         from rich.progress import (
@@ -622,4 +627,5 @@ def evaluate_checkpoint(
     split = split or built.task.report_split
     if split not in built.data.splits:
         raise RunError(f"unknown split {split!r}; valid: {', '.join(built.data.splits)}")
-    return built.task, built.task.evaluate(built.model, built.data, split, built.device)
+    with autocast_for(built.cfg["train"], built.device, evaluation=True):
+        return built.task, built.task.evaluate(built.model, built.data, split, built.device)

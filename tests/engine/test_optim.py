@@ -122,7 +122,7 @@ def test_trainer_runs_the_released_schedule(tmp_path):
 @pytest.mark.parametrize(
     ("key", "value", "match"),
     [("train.cooldown_epochs", 10, "must be < train.epochs"), ("train.sched_lag", 2, "0 or 1"),
-     ("train.wd_all_params", "yes", "true or false"),
+     ("train.wd_all_params", "yes", "true or false"), ("train.amp_eval", 1, "true or false"),
      ("train.cooldown_epochs", "later", "integer >= 0 or 'warmup'"),
      ("train.cooldown_epochs", -1, "integer >= 0")],
 )  # fmt: skip
@@ -156,3 +156,22 @@ def test_weight_decay_on_every_parameter(vit_tiny_dnrt):
     no_decay = {id(p) for g in filtered.param_groups if g["weight_decay"] == 0 for p in g["params"]}
     named = dict(vit_tiny_dnrt.named_parameters())
     assert all(id(named[n]) in no_decay for n in raa)
+
+
+def test_autocast_in_training_and_evaluation():
+    import warnings
+    from contextlib import nullcontext
+
+    from dnrt_core.engine.trainer import autocast_for
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    released = {"amp": "auto", "amp_eval": True}
+    with warnings.catch_warnings():  # CPU-only machines: "CUDA is not available"
+        warnings.simplefilter("ignore", UserWarning)
+        ctx = autocast_for(released, cuda, evaluation=True)
+        assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.float16
+        assert isinstance(autocast_for({"amp": True}, cuda), torch.autocast)
+    assert isinstance(autocast_for({"amp": "auto"}, cuda, evaluation=True), nullcontext)
+    off = {"amp": False, "amp_eval": True}
+    assert isinstance(autocast_for(off, cuda, evaluation=True), nullcontext)
+    assert isinstance(autocast_for(released, cpu, evaluation=True), nullcontext)

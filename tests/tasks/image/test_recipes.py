@@ -37,6 +37,7 @@ RELEASED = {
     "train.sched_lag": 1,  # step_update(epoch * n_steps + batch_idx) after the update
     "train.clip_grad": 1.0,
     "train.amp": "auto",  # amp = True, switched off on CPU as main.py does
+    "train.amp_eval": True,  # evaluate() runs under autocast(enabled=amp) as well
     "model.drop_path": 0.1,
     "data.auto_augment": "rand-m9-mstd0.5-inc1",
     "data.color_jitter": 0.4,

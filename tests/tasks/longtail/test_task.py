@@ -306,6 +306,7 @@ def test_config_resolves(path: Path) -> None:
     assert cfg["data"]["selection"] == "ldam" and cfg["data"]["subset_seed"] is None
     if model == "vit_tiny":  # the released image recipe (tests/tasks/image/test_recipes.py)
         assert cfg["train"]["wd_all_params"] is True and cfg["train"]["sched_lag"] == 1
+        assert cfg["train"]["amp_eval"] is True
         assert cfg["train"]["cooldown_epochs"] == "warmup" and cfg["train"]["warmup_epochs"] == 20
         assert cfg["data"]["drop_last"] == "odd" and cfg["data"]["aug"] == "paper"
 
