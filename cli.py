@@ -261,6 +261,37 @@ def eval_cmd(
     typer.echo(task.format_report(metrics))
 
 
+# --------------------------------------------------------------------------- export
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A run's best.pt or last.pt.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="onnx or pt2 (torch.export).")] = (
+        "onnx"
+    ),
+    out: Annotated[
+        Path | None, typer.Option(help="Output file (default: the checkpoint with .onnx/.pt2).")
+    ] = None,
+    torchscript: Annotated[
+        bool, typer.Option(help="ONNX through the TorchScript exporter, not the dynamo one.")
+    ] = False,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Folder holding the dataset (for the example batch).")
+    ] = None,
+) -> None:
+    """Export a saved run's model for inference (eval mode, batch size dynamic) and check it
+    against the eager model on a training batch."""
+    from dnrt_core.tools.export import export_run
+
+    path, diff = export_run(
+        checkpoint, format.lower(), out, data_dir=data_dir, dynamo=not torchscript
+    )
+    check = "" if diff is None else f" (max |diff| vs eager on a training batch: {diff:.2e})"
+    typer.echo(f"wrote {path}{check}")
+
+
 # --------------------------------------------------------------------------- compare
 
 

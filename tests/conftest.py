@@ -56,6 +56,34 @@ def cpu_kernel_library():
     return lib
 
 
+@pytest.fixture(scope="session")
+def onnx_tools():
+    """onnxruntime plus what the ONNX dynamo exporter needs (the ``export`` extra)."""
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if not _importable(name)]
+    if missing:
+        _unavailable(f"{', '.join(missing)} not installed (pip install 'dnrt[export]')")
+    import onnxruntime
+
+    return onnxruntime
+
+
+@pytest.fixture(scope="session")
+def transformers():
+    """The Hugging Face ``transformers`` package (the ``hf`` extra)."""
+    if not _importable("transformers"):
+        _unavailable("transformers not installed (pip install 'dnrt[hf]')")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    return transformers
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module of tiny models: faster than two, and steady when the

@@ -28,11 +28,13 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 __all__ = [
     "build",
     "can_run_opaque_code",
+    "capturing_graph",
     "compiler",
     "enabled",
     "library_for",
@@ -76,6 +78,22 @@ def can_run_opaque_code() -> bool:
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     return not is_in_torch_dispatch_mode()
+
+
+def capturing_graph(*tensors: torch.Tensor) -> bool:
+    """True while a graph is recorded to run elsewhere: ``torch.export`` (and the ONNX dynamo
+    exporter built on it), ``torch.jit.trace`` and the TorchScript ONNX exporter, or when
+    ``tensors`` are fake (shape-only). Such a graph must hold plain functional tensor ops: no
+    foreign call, no ``out=`` op, no custom autograd Function. ``torch.compile`` is not
+    included: it traces the fused autograd Functions itself."""
+    if _is_exporting() or torch.jit.is_tracing() or torch._C._get_tracing_state() is not None:
+        return True
+    return any(is_fake(t) for t in tensors)
+
+
+def _is_exporting() -> bool:
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return bool(is_exporting is not None and is_exporting())
 
 
 def _cache_dir() -> Path:

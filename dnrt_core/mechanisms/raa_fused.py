@@ -11,6 +11,11 @@ the backward) and costs one matvec per vector in each direction. Two implementat
   in L2.
 
 Both agree with :func:`dnrt_core.mechanisms.raa.raa_reference` to float rounding.
+
+While a graph is captured for export (``torch.export``, the ONNX exporters, ``torch.jit.trace``;
+see :func:`dnrt_core.kernels.capturing_graph`), :func:`fused_raa` records
+:func:`traceable_raa` instead: the same equation in functional tensor ops (one matmul for the
+shift, then ``erf`` / ``relu`` / ``sigmoid``), which every exporter and runtime understands.
 """
 
 from __future__ import annotations
@@ -212,7 +217,26 @@ class RAAFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_bias, None, None
 
 
+def traceable_raa(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dim: int,
+                  base: str) -> torch.Tensor:  # fmt: skip
+    """RAA in functional tensor ops (autograd does the backward), for graph capture:
+    ``s = x·w + b`` as one matmul over the feature dimension ``dim``, then the base gate."""
+    dim = dim % x.dim()
+    s = torch.matmul(x.movedim(dim, -1), weight.to(x.dtype)) + bias.to(x.dtype)
+    z = x + s.unsqueeze(dim)
+    if base == "gelu":
+        return x * (0.5 * (1.0 + torch.erf(z * _INV_SQRT2)))
+    if base == "relu":
+        return torch.relu(z)
+    if base == "silu":
+        return x * torch.sigmoid(z)
+    raise ValueError(f"unknown RAA base {base!r}; valid: {', '.join(_KERNEL_BASE)}")
+
+
 def fused_raa(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dim: int,
               base: str) -> torch.Tensor:  # fmt: skip
-    """RAA of ``x`` with features along ``dim``: ``weight`` (d,), ``bias`` (1,); same shape out."""
+    """RAA of ``x`` with features along ``dim``: ``weight`` (d,), ``bias`` (1,); same shape out.
+    :func:`traceable_raa` while a graph is captured for export."""
+    if kernels.capturing_graph(x, weight):
+        return traceable_raa(x, weight, bias, dim, base)
     return RAAFunction.apply(x, weight, bias, dim, base)

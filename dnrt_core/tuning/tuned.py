@@ -117,7 +117,10 @@ class Tuned(nn.Module):
         return [m for m in self.model.modules() if isinstance(m, DPA)]
 
     # -- forward
-    def forward(self, *args, targets: torch.Tensor | None = None, **kwargs):
+    def forward(self, *args, **kwargs):
+        # ``targets`` is read from kwargs, not declared: the TorchScript ONNX exporter fills
+        # every declared parameter with a default into the positional inputs of the model
+        targets: torch.Tensor | None = kwargs.pop("targets", None)
         self._arr_losses = []
         y = class_indices(targets) if targets is not None else None
         self._targets = y

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dnrt_core.mechanisms.raa import RAA_BASES, raa_reference
-from dnrt_core.mechanisms.raa_fused import RAAFunction
+from dnrt_core.mechanisms.raa import RAA, RAA_BASES, raa_reference
+from dnrt_core.mechanisms.raa_fused import RAAFunction, traceable_raa
 
 
 @pytest.mark.parametrize("base", RAA_BASES)
@@ -71,3 +71,36 @@ def test_cpu_blocked_path_with_ragged_last_block(monkeypatch, base, shape, dim):
     want = torch.autograd.grad(ref, (x, w, b), g)
     for a, e in zip(got, want, strict=True):
         torch.testing.assert_close(a, e, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("base", RAA_BASES)
+@pytest.mark.parametrize("shape,dim", [((4, 5), -1), ((2, 3, 5), 2), ((2, 5, 2, 3), 1)])
+def test_traceable_path_equals_reference_with_gradients(base, shape, dim):
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    w = (0.3 * torch.randn(5, dtype=torch.float64)).requires_grad_()
+    b = torch.tensor([0.2], dtype=torch.float64, requires_grad=True)
+    out = traceable_raa(x, w, b, dim, base)
+    ref = raa_reference(x, w, b, dim, base)
+    torch.testing.assert_close(out, ref)
+    grads = torch.autograd.grad(out.square().sum(), (x, w, b))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (x, w, b))
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def test_graph_capture_takes_the_traceable_path():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from dnrt_core.kernels import capturing_graph
+
+    raa = RAA(6)
+    x = torch.randn(3, 6)
+    assert not capturing_graph(x)
+    assert type(raa(x).grad_fn).__name__ == "RAAFunctionBackward"
+    traced = torch.jit.trace(raa, (x,))  # records functional ops, no PythonOp
+    assert "PythonOp" not in str(traced.graph) and "erf" in str(traced.graph)
+    torch.testing.assert_close(traced(x), raa(x))
+    with FakeTensorMode() as mode:
+        fake = mode.from_tensor(x)
+        assert capturing_graph(fake)

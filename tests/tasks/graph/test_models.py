@@ -253,3 +253,36 @@ def test_sparse_matmul_gradient_uses_cached_transpose():
     (sparse_matmul(adj_t, x) * w).sum().backward()
     assert torch.allclose(x.grad, dense.t() @ w, atol=1e-6)
     assert transpose_of(adj_t) is transpose_of(adj_t)  # built once per adjacency
+
+
+@pytest.mark.parametrize("mech", ["raa", "dnrt", "dpa"])
+def test_pyg_gcn_exports(mech, onnx_tools, tmp_path):
+    """A tuned PyG GCN exports with torch.export on the task's sparse CSR adjacency, and with
+    both ONNX exporters on an ``edge_index`` graph (the ONNX exporters take no sparse input)."""
+    from dnrt_core import tune
+    from dnrt_core.tools.export import export_onnx, export_program, max_difference
+    from tasks.graph.backends import PyGBackend, adjacency_t
+    from tasks.graph.models import ARR_SITES, DPA_SITES
+
+    torch.manual_seed(0)
+    n = 30
+    x, edge_index = torch.randn(n, 8), torch.randint(0, n, (2, 90))
+    adj_t = adjacency_t(edge_index, n, gcn=True)
+    kwargs = {
+        "raa": {"act": "raa"},
+        "dnrt": {"act": "raa", "arr": {"sites": ARR_SITES, "pool": "node"}},
+        "dpa": {"act": "dpa", "dpa": {"sites": DPA_SITES, "pool": "node"}},
+    }
+    model = tune(GNN(PyGBackend(), "gcn", 8, 16, 4, num_layers=3), **kwargs[mech],
+                 example_inputs=(x, adj_t))  # fmt: skip
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, RAA):
+                m.weight.normal_(0.0, 0.1)
+    model.eval()
+    program = export_program(model, (x, adj_t), dynamic_batch=False)
+    assert max_difference(model, program, (x, adj_t)) < 1e-5
+    for dynamo in (True, False):
+        path = export_onnx(model, (x, edge_index), tmp_path / f"gcn{dynamo}.onnx", dynamo=dynamo,
+                           dynamic_batch=False, optimize=False)  # fmt: skip
+        assert max_difference(model, path, (x, edge_index)) < 1e-5
