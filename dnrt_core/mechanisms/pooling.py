@@ -2,13 +2,47 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 POOLS = ("token", "avg", "mean", "node", "auto")
 
 
-def aggregate(x: torch.Tensor, pool: str = "auto") -> torch.Tensor:
-    """Reduce a site output to ``(B, d)``.
+def hidden_state(output: Any) -> torch.Tensor:
+    """The hidden-state tensor of a site's output: the tensor itself; a tuple's or list's
+    first tensor; a mapping's or dataclass's ``last_hidden_state``, else its first tensor
+    field (Hugging Face ``ModelOutput`` is both). Nested containers are searched in order."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        items = list(output.values())
+        preferred = output.get("last_hidden_state")
+    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
+        items = [getattr(output, f.name) for f in dataclasses.fields(output)]
+        preferred = getattr(output, "last_hidden_state", None)
+    elif isinstance(output, (tuple, list)):
+        items, preferred = list(output), None
+    else:
+        raise TypeError(
+            f"cannot take a response from a site output of type {type(output).__name__}"
+        )
+    if isinstance(preferred, torch.Tensor):
+        return preferred
+    for item in items:
+        if isinstance(item, (torch.Tensor, Mapping, tuple, list)) or dataclasses.is_dataclass(item):
+            try:
+                return hidden_state(item)
+            except TypeError:
+                continue
+    raise TypeError(f"no tensor in a site output of type {type(output).__name__}")
+
+
+def aggregate(x: Any, pool: str = "auto") -> torch.Tensor:
+    """Reduce a site output to ``(B, d)`` (a tuple or ``ModelOutput`` is first reduced to
+    its hidden-state tensor, see :func:`hidden_state`).
 
     * ``token``: class token, ``x[:, 0]`` of ``(B, T, d)`` (ViT).
     * ``avg``: global average pool of ``(B, C, H, W)`` (CNN); also accepts ``(B, d)``.
@@ -16,8 +50,7 @@ def aggregate(x: torch.Tensor, pool: str = "auto") -> torch.Tensor:
     * ``node``: the ``(N, d)`` node embeddings themselves (GNN).
     * ``auto``: ``node`` for 2-D, ``token`` for 3-D, ``avg`` for 4-D inputs.
     """
-    if isinstance(x, (tuple, list)):
-        x = x[0]
+    x = hidden_state(x)
     if pool == "auto":
         pool = {2: "node", 3: "token", 4: "avg"}.get(x.dim(), "")
         if not pool:

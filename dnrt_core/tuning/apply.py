@@ -52,7 +52,7 @@ def tune(
             its sites.
         num_classes: K for the class memories (inferred from the model when possible).
         act_sites: glob(s) restricting which activations are swapped (default: all).
-        family: override family detection (``vit``, ``cnn``, ``gnn``, ``generic``).
+        family: override family detection (``vit``, ``cnn``, ``gnn``, ``text``, ``generic``).
         example_inputs: if given, runs :meth:`Tuned.materialize` on them.
     """
     if is_dpa(act):

@@ -12,8 +12,9 @@ import fnmatch
 from torch import nn
 
 from ..mechanisms import DPA, GDN, RAA, TAU
+from .hf import hf_family, hf_sites, is_hf_activation, is_hf_model, layer_stacks
 
-FAMILIES = ("vit", "cnn", "gnn", "generic")
+FAMILIES = ("vit", "cnn", "gnn", "text", "generic")
 
 _ACTIVATION_TYPES: tuple[type, ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU,
@@ -25,11 +26,14 @@ _TIMM_ACT_NAMES = {"GELU", "GELUTanh", "QuickGELU", "Swish", "Mish", "HardSwish"
 
 
 def is_activation(module: nn.Module) -> bool:
-    """True for the (non-gating) activation modules that ``tune`` replaces."""
+    """True for the (non-gating) activation modules that ``tune`` replaces: torch's, timm's
+    and those of Hugging Face ``transformers`` (:mod:`.hf`)."""
     if isinstance(module, _ACTIVATION_TYPES):
         return True
     cls = type(module)
-    return cls.__module__.startswith("timm.layers.activations") and cls.__name__ in _TIMM_ACT_NAMES
+    if cls.__module__.startswith("timm.layers.activations") and cls.__name__ in _TIMM_ACT_NAMES:
+        return True
+    return is_hf_activation(module)
 
 
 def match_name(name: str, pattern: str) -> bool:
@@ -52,7 +56,11 @@ def match_any(name: str, patterns: str | list[str] | tuple[str, ...]) -> bool:
 
 
 def detect_family(model: nn.Module) -> str:
-    """``vit`` | ``cnn`` | ``gnn`` | ``generic``, from the model's structure."""
+    """``vit`` | ``cnn`` | ``gnn`` | ``text`` | ``generic``, from the model's structure
+    (``text``: a Hugging Face text encoder, see :mod:`.hf`)."""
+    family = hf_family(model)
+    if family is not None:
+        return family
     convs = getattr(model, "convs", None)
     if isinstance(convs, nn.ModuleList) and any(
         type(m).__module__.startswith("torch_geometric") for m in convs
@@ -93,6 +101,8 @@ def cnn_feature_site(model: nn.Module) -> str:
 
 def default_arr_sites(model: nn.Module, family: str) -> tuple[list[str], str]:
     """The paper's ARR placement: (site patterns, pool)."""
+    if family in ("vit", "text") and is_hf_model(model) and layer_stacks(model):
+        return hf_sites(model, family)
     if family == "vit":
         if isinstance(getattr(model, "blocks", None), (nn.ModuleList, nn.Sequential)):
             return ["blocks.*"], vit_pool(model)
@@ -107,6 +117,8 @@ def default_arr_sites(model: nn.Module, family: str) -> tuple[list[str], str]:
 
 def default_dpa_sites(model: nn.Module, family: str) -> tuple[list[str], str]:
     """The DPA paper's placement: every ViT block, the last CNN block, every GNN layer."""
+    if family in ("vit", "text") and is_hf_model(model) and layer_stacks(model):
+        return hf_sites(model, family, inside=True)
     if family == "vit":
         if isinstance(getattr(model, "blocks", None), (nn.ModuleList, nn.Sequential)):
             return ["blocks.**"], vit_pool(model)
@@ -124,7 +136,7 @@ def default_dpa_sites(model: nn.Module, family: str) -> tuple[list[str], str]:
 
 
 def infer_num_classes(model: nn.Module) -> int | None:
-    for attr in ("num_classes", "out_channels"):
+    for attr in ("num_classes", "num_labels", "out_channels"):
         value = getattr(model, attr, None)
         if isinstance(value, int) and value > 0:
             return value
