@@ -36,15 +36,27 @@ def _check_inputs(inputs: tuple) -> tuple:
 
 def _dynamic_batch(inputs: tuple):
     """``dynamic_shapes`` for a ``forward(*args)`` model: dim 0 of the first (dense) input is
-    ``Dim.AUTO`` (dynamic unless the model fixes it); ``None`` when torch lacks ``Dim.AUTO``."""
+    ``Dim.AUTO`` (dynamic unless the model fixes it); ``None`` (static) when torch lacks
+    ``Dim.AUTO`` or an input is sparse (a graph: its size fixes the node count, and fake
+    sparse products with symbolic sizes are unsupported)."""
     auto = getattr(torch.export.Dim, "AUTO", None)
-    if auto is None:
+    sparse = any(isinstance(t, torch.Tensor) and t.layout != torch.strided for t in inputs)
+    if auto is None or sparse:
         return None
     specs = []
     for i, t in enumerate(inputs):
         dense = isinstance(t, torch.Tensor) and t.layout == torch.strided and t.dim() > 0
         specs.append({0: auto} if i == 0 and dense else None)
     return (tuple(specs),)  # one entry per parameter of forward: here ``*args``
+
+
+def _reject_sparse(inputs: tuple, what: str) -> None:
+    for t in inputs:
+        if isinstance(t, torch.Tensor) and t.layout != torch.strided:
+            raise ValueError(
+                f"{what} {t.layout} tensor inputs (a sparse graph?); export_program traces "
+                "such a model in memory, or give the graph as a dense edge_index"
+            )
 
 
 def export_program(
@@ -60,6 +72,7 @@ def export_program(
 def export_pt2(model: nn.Module, inputs: tuple, path: str | Path, *,
                dynamic_batch: bool = True) -> Path:  # fmt: skip
     """Write :func:`export_program` to ``path`` (load it with ``torch.export.load``)."""
+    _reject_sparse(_check_inputs(inputs), "torch.export.save writes no")
     path = Path(path)
     torch.export.save(export_program(model, inputs, dynamic_batch=dynamic_batch), path)
     return path
@@ -79,12 +92,7 @@ def export_onnx(
     exporter (``dynamo=True``, needs ``onnx`` and ``onnxscript``; ``optimize``: run its graph
     optimiser) or the TorchScript one."""
     inputs = _check_inputs(inputs)
-    for t in inputs:
-        if isinstance(t, torch.Tensor) and t.layout != torch.strided:
-            raise ValueError(
-                f"the ONNX exporters take no {t.layout} tensor inputs (a sparse graph?); "
-                "export a pt2 program instead"
-            )
+    _reject_sparse(inputs, "the ONNX exporters take no")
     if dynamo:
         missing = [p for p in _ONNX_PACKAGES if importlib.util.find_spec(p) is None]
         if missing:

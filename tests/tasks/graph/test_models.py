@@ -257,10 +257,11 @@ def test_sparse_matmul_gradient_uses_cached_transpose():
 
 @pytest.mark.parametrize("mech", ["raa", "dnrt", "dpa"])
 def test_pyg_gcn_exports(mech, onnx_tools, tmp_path):
-    """A tuned PyG GCN exports with torch.export on the task's sparse CSR adjacency, and with
-    both ONNX exporters on an ``edge_index`` graph (the ONNX exporters take no sparse input)."""
+    """A tuned PyG GCN: torch.export traces it on the task's sparse CSR adjacency (a program in
+    memory: torch.export.save and the ONNX exporters take no sparse input); on an
+    ``edge_index`` graph both ONNX exporters write it."""
     from dnrt_core import tune
-    from dnrt_core.tools.export import export_onnx, export_program, max_difference
+    from dnrt_core.tools.export import export_onnx, export_program, export_pt2, max_difference
     from tasks.graph.backends import PyGBackend, adjacency_t
     from tasks.graph.models import ARR_SITES, DPA_SITES
 
@@ -280,8 +281,10 @@ def test_pyg_gcn_exports(mech, onnx_tools, tmp_path):
             if isinstance(m, RAA):
                 m.weight.normal_(0.0, 0.1)
     model.eval()
-    program = export_program(model, (x, adj_t), dynamic_batch=False)
+    program = export_program(model, (x, adj_t))  # static shapes with a sparse input
     assert max_difference(model, program, (x, adj_t)) < 1e-5
+    with pytest.raises(ValueError, match="sparse_csr"):  # torch.export.save cannot write it
+        export_pt2(model, (x, adj_t), tmp_path / "gcn.pt2")
     for dynamo in (True, False):
         path = export_onnx(model, (x, edge_index), tmp_path / f"gcn{dynamo}.onnx", dynamo=dynamo,
                            dynamic_batch=False, optimize=False)  # fmt: skip
