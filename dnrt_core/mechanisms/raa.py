@@ -95,7 +95,8 @@ class RAA(LazyModuleMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dim = self._feature_dim(x)
-        if x.shape[dim] != self.weight.numel():
+        # (a jit trace records sizes as tensors: the check would be a constant there)
+        if not torch.jit.is_tracing() and x.shape[dim] != self.weight.numel():
             raise ValueError(
                 f"RAA expects {self.weight.numel()} features along dim {dim}, "
                 f"got shape {tuple(x.shape)}"

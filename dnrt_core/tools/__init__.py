@@ -1,3 +1,3 @@
 """Research tools on top of the engine: :mod:`.compare` (sweeps and paper-style tables),
-:mod:`.profile` (parameters, FLOPs, latency) and :mod:`.plots` (response distributions,
-training curves)."""
+:mod:`.profile` (parameters, FLOPs, latency), :mod:`.plots` (response distributions,
+training curves) and :mod:`.export` (torch.export programs and ONNX files)."""

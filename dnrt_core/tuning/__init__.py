@@ -1,7 +1,7 @@
 """``tune()``: put the mechanisms into any ``nn.Module``.
 
 * :mod:`.sites` — which modules are activations, glob patterns, model families and their
-  default ARR / DPA sites;
+  default ARR / DPA sites; :mod:`.hf` — the same for Hugging Face ``transformers`` models;
 * :mod:`.specs` — :class:`ARRSpec` and :class:`DPASpec`;
 * :mod:`.tuned` — the :class:`Tuned` wrapper (forward with targets, ``aux_loss``);
 * :mod:`.apply` — :func:`tune` itself.
