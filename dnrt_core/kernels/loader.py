@@ -86,7 +86,11 @@ def capturing_graph(*tensors: torch.Tensor) -> bool:
     ``tensors`` are fake (shape-only). Such a graph must hold plain functional tensor ops: no
     foreign call, no ``out=`` op, no custom autograd Function. ``torch.compile`` is not
     included: it traces the fused autograd Functions itself."""
-    if _is_exporting() or torch.jit.is_tracing() or torch._C._get_tracing_state() is not None:
+    if _is_exporting():
+        return True
+    if torch.compiler.is_compiling():  # Dynamo: a constant, and no graph break on what follows
+        return False
+    if torch.jit.is_tracing() or torch._C._get_tracing_state() is not None:
         return True
     return any(is_fake(t) for t in tensors)
 
