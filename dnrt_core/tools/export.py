@@ -16,6 +16,7 @@ The first input's dimension 0 (the batch) is dynamic where the exporter can keep
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from pathlib import Path
 
 import torch
@@ -34,11 +35,11 @@ def _check_inputs(inputs: tuple) -> tuple:
     return inputs
 
 
-def _dynamic_batch(inputs: tuple):
-    """``dynamic_shapes`` for a ``forward(*args)`` model: dim 0 of the first (dense) input is
-    ``Dim.AUTO`` (dynamic unless the model fixes it); ``None`` (static) when torch lacks
-    ``Dim.AUTO`` or an input is sparse (a graph: its size fixes the node count, and fake
-    sparse products with symbolic sizes are unsupported)."""
+def _dynamic_batch(model: nn.Module, inputs: tuple):
+    """``dynamic_shapes`` where dim 0 of the first (dense) input is ``Dim.AUTO`` (dynamic
+    unless the model fixes it); ``None`` (static) when torch lacks ``Dim.AUTO`` or an input
+    is sparse (a graph: its size fixes the node count, and fake sparse products with
+    symbolic sizes are unsupported)."""
     auto = getattr(torch.export.Dim, "AUTO", None)
     sparse = any(isinstance(t, torch.Tensor) and t.layout != torch.strided for t in inputs)
     if auto is None or sparse:
@@ -47,7 +48,10 @@ def _dynamic_batch(inputs: tuple):
     for i, t in enumerate(inputs):
         dense = isinstance(t, torch.Tensor) and t.layout == torch.strided and t.dim() > 0
         specs.append({0: auto} if i == 0 and dense else None)
-    return (tuple(specs),)  # one entry per parameter of forward: here ``*args``
+    params = list(inspect.signature(model.forward).parameters.values())
+    if params and params[0].kind is inspect.Parameter.VAR_POSITIONAL:  # Tuned.forward(*args)
+        return (tuple(specs),)
+    return tuple(specs)
 
 
 def _reject_sparse(inputs: tuple, what: str) -> None:
@@ -65,7 +69,7 @@ def export_program(
     """``torch.export.export`` of ``model`` in eval mode on example ``inputs``."""
     inputs = _check_inputs(inputs)
     model.eval()
-    shapes = _dynamic_batch(inputs) if dynamic_batch else None
+    shapes = _dynamic_batch(model, inputs) if dynamic_batch else None
     return torch.export.export(model, inputs, dynamic_shapes=shapes)
 
 
@@ -103,7 +107,7 @@ def export_onnx(
     model.eval()
     names = [f"input_{i}" for i in range(len(inputs))]
     if dynamo:
-        shapes = _dynamic_batch(inputs) if dynamic_batch else None
+        shapes = _dynamic_batch(model, inputs) if dynamic_batch else None
         torch.onnx.export(model, inputs, path, dynamo=True, dynamic_shapes=shapes,
                           opset_version=opset, external_data=False, optimize=optimize,
                           verbose=False)  # fmt: skip

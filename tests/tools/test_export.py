@@ -59,9 +59,12 @@ def _inputs(batch: int) -> tuple[torch.Tensor]:
 
 CASES = [(n, m) for n in ("vit_tiny", "resnet18") for m in MECHANISMS]
 IDS = [f"{n}-{m}" for n, m in CASES]
+#: in eval mode DNRT's graph is RAA's (ARR is inactive): the slower exports check ResNet-18's
+#: RAA through its DNRT model
+EXPORT_CASES = [c for c in CASES if c != ("resnet18", "raa")]
 
 
-@pytest.mark.parametrize(("name", "mech"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "mech"), EXPORT_CASES, ids=[f"{n}-{m}" for n, m in EXPORT_CASES])
 def test_torch_export_matches_eager(tuned_models, name, mech):
     model = tuned_models(name, mech)
     program = export_program(model, _inputs(2))
@@ -72,7 +75,7 @@ def test_torch_export_matches_eager(tuned_models, name, mech):
         assert max_difference(model, program, _inputs(batch)) < TOL
 
 
-#: in eval mode DNRT's graph is RAA's (ARR is inactive): ResNet-18 once, the slow exporter
+#: the slowest exporter: ResNet-18 once
 DYNAMO_CASES = [*CASES[:3], pytest.param("resnet18", "dnrt", marks=pytest.mark.slow)]
 
 
@@ -110,6 +113,14 @@ def test_eager_forward_still_uses_the_fused_function(tuned_models):
     assert type(out.grad_fn).__name__ == "RAAFunctionBackward"
 
 
+def test_plain_module_exports_with_a_dynamic_batch(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), RAA(6), torch.nn.Linear(6, 2))
+    with torch.no_grad():
+        model[1].weight.normal_()
+    program = export_program(model, (torch.randn(2, 4),))
+    assert max_difference(model, program, (torch.randn(5, 4),)) < TOL
+
+
 def test_onnx_rejects_sparse_inputs(tmp_path):
     adj = torch.eye(3).to_sparse_csr()
     with pytest.raises(ValueError, match="sparse_csr"):
@@ -137,11 +148,11 @@ def toy_run(tmp_path_factory):
         sys.modules.pop("toy_plugin", None)
 
 
-def test_export_run_writes_both_formats(toy_run, onnx_tools, tmp_path):
-    path, diff = export_run(toy_run / "best.pt", "pt2")
+def test_export_run_writes_a_program_beside_the_checkpoint(toy_run):
+    path, diff = export_run(toy_run / "best.pt", "pt2")  # ONNX: test_export_command
     assert path == toy_run / "best.pt2" and path.is_file() and diff < TOL
-    path, diff = export_run(toy_run / "best.pt", "onnx", tmp_path / "out" / "toy.onnx")
-    assert path.is_file() and diff < TOL
+    program = torch.export.load(str(path))  # runs without dnrt's modules
+    assert not any("dnrt" in str(node.target) for node in program.graph.nodes)
 
 
 def test_export_command(toy_run, onnx_tools, tmp_path):
