@@ -179,3 +179,25 @@ def test_dnrt_core_does_not_import_transformers():
         "assert 'transformers' not in sys.modules, 'transformers imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_hf_resnet_cnn_family_arr_on_the_backbone_output(transformers, one_thread):
+    """A convolutional HF model is a ``cnn``: ARR at the backbone, whose ModelOutput's
+    last_hidden_state (B, C, H, W) is average-pooled."""
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                       num_labels=NUM_LABELS)  # fmt: skip
+    tuned = tune(transformers.ResNetForImageClassification(config), act="raa", arr=True)
+    assert tuned.report.family == "cnn" and tuned.report.arr_sites == ["resnet"]
+    assert len(tuned.report.replaced) == count_modules(tuned, RAA) > 0
+    args, _ = inputs("vit")
+    tuned.materialize(*args)
+    _, aux = train_step(tuned, args, {}, torch.arange(8) % NUM_LABELS)
+    assert float(aux) > 0.0 and tuned.arr["resnet"].memory.shape == (NUM_LABELS, 16)
+
+
+def test_causal_text_models_are_not_encoders(transformers):
+    config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100,
+                                     n_positions=32, num_labels=NUM_LABELS)  # fmt: skip
+    model = transformers.GPT2ForSequenceClassification(config)
+    assert detect_family(model) == "generic"  # it classifies from the last token: give sites
+    assert len(tune(model, act="raa").report.replaced) == 2  # NewGELUActivation, per layer
