@@ -162,12 +162,19 @@ def test_arr_at_a_model_output_site(transformers, one_thread):
     assert float(aux) > 0.0 and tuned.arr["vit"].memory.shape == (NUM_LABELS, 32)
 
 
-def test_tuned_vit_exports(transformers, one_thread):
-    from dnrt_core.tools.export import export_program, max_difference
+def test_tuned_vit_exports(transformers, onnx_tools, one_thread, tmp_path):
+    """torch.export and the TorchScript ONNX exporter (the dynamo one: tests/tools)."""
+    from dnrt_core.tools.export import export_onnx, export_program, max_difference
 
     args, _ = inputs("vit", 2)
     tuned = tune(build(transformers, "vit"), act="raa", arr=True, example_inputs=args)
+    with torch.no_grad():
+        for m in tuned.modules():
+            if isinstance(m, RAA):
+                m.weight.normal_(0.0, 0.1)
     assert max_difference(tuned, export_program(tuned, args), args) < 1e-5
+    path = export_onnx(tuned, args, tmp_path / "vit.onnx", dynamo=False)
+    assert max_difference(tuned, path, inputs("vit", 3)[0]) < 1e-5
 
 
 def test_dnrt_core_does_not_import_transformers():
