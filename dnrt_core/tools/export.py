@@ -58,8 +58,8 @@ def _reject_sparse(inputs: tuple, what: str) -> None:
     for t in inputs:
         if isinstance(t, torch.Tensor) and t.layout != torch.strided:
             raise ValueError(
-                f"{what} {t.layout} tensor inputs (a sparse graph?); export_program traces "
-                "such a model in memory, or give the graph as a dense edge_index"
+                f"{what} sparse ({t.layout}) inputs such as a graph's adjacency; "
+                "dnrt_core.tools.export.export_program traces such a model in memory"
             )
 
 
