@@ -34,6 +34,9 @@ With a float32 memory on CPU, the C kernel of :mod:`dnrt_core.kernels` runs the
 recursion itself, sample by sample (B·d multiply-adds, no per-op dispatch); the tensor-op
 paths above serve other dtypes and devices, or when no C compiler is available.
 
+The recurrence is :class:`ClassEMA`, on whatever memory it is given: ARR's (unset classes
+start at their first sample) or a zero-initialised one (DPA's forward and backward memories).
+
 The tensor-op paths work in the memory's dtype (the scan's coefficients are powers of a <= 1, so
 float32 is stable) and do O(n·d) (ranks) or O(n·d·log n_max) (scan) work in a few
 dozen tensor ops. The loss is computed on the sorted rows; its backward puts the
@@ -145,6 +148,210 @@ class _L1OfDiff(torch.autograd.Function):
         return grad.to(ctx.dtype), None, None, None, None, None
 
 
+class ClassEMA:
+    """The per-class recurrence on given buffers, sample by sample in batch order:
+
+        mu_k <- x                    if mu_k is unset
+        mu_k <- mu_k + m·(x - mu_k)  otherwise
+
+    Args:
+        memory: ``(K, d)`` buffer, updated in place.
+        initialized: ``(K,)`` bool buffer of the classes already set (updated in place);
+            ``None`` for a zero-initialised memory, where every class counts as set (DPA).
+        momentum: m, the weight of the new sample.
+        after: the target of a sample is the memory after (``True``) or before its update.
+        chunk_size: samples per vectorised block (see :class:`ARR`).
+        owner: the module named in error messages.
+    """
+
+    def __init__(self, memory: torch.Tensor, initialized: torch.Tensor | None, momentum: float,
+                 after: bool = True, chunk_size: int = 512, owner: str = "ARR"):  # fmt: skip
+        self.memory = memory
+        self.initialized = initialized
+        self.momentum = float(momentum)
+        self.after = after
+        self.chunk_size = int(chunk_size)
+        self.owner = owner
+
+    def check_labels(self, hi: int) -> None:
+        if hi >= self.memory.shape[0]:
+            raise ValueError(
+                f"label {hi} out of range for {self.owner} with num_classes={self.memory.shape[0]}"
+            )
+
+    @torch.no_grad()
+    def targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Update the memory from ``x`` (B, d), ``y`` (B,); return each sample's target (B, d):
+        the memory after (or before) that sample's own update. Rows of ignored samples
+        (label < 0) hold x itself."""
+        x = x.detach().to(self.memory.dtype)
+        diff, order, factor, _, _ = self.diffs(x, y.long())
+        return x - _unsort(diff, order).mul_(factor)
+
+    def diffs(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, float, int, float | None]:
+        """Update the memory from the batch (in batch order, block by block).
+
+        Returns ``(diff, order, factor, n_valid, abs_sum)``: ``factor·diff[p]`` (B, d) is
+        x - target for the sample ``order[p]`` (``order=None``: sample p; zero rows for
+        ignored samples), ``n_valid`` the number of labelled samples, ``abs_sum`` the sum of
+        ``|diff|`` when the C kernel computed it on the way (else ``None``).
+        """
+        if x.dtype != self.memory.dtype:
+            x = x.to(self.memory.dtype)
+        # the kernel writes the memory in place: only when it is one dense float32 block
+        lib = cpu_kernels.library_for(x, self.memory) if self.memory.is_contiguous() else None
+        if lib is not None:
+            return self._diffs_kernel(lib, x, y)
+        if x.shape[0] <= self.chunk_size:
+            return (*_single_threaded(x.device, self._diff_chunk, x, y), None)
+        self.check_labels(int(y.max()))  # before any block updates the memory
+        parts, n_valid = [], 0
+        for i in range(0, x.shape[0], self.chunk_size):
+            xc, yc = x[i : i + self.chunk_size], y[i : i + self.chunk_size]
+            diff, order, factor, n = _single_threaded(x.device, self._diff_chunk, xc, yc)
+            parts.append((diff.mul_(factor) if factor != 1.0 else diff, order + i))
+            n_valid += n
+        diffs, orders = zip(*parts, strict=True)
+        return torch.cat(diffs), torch.cat(orders), 1.0, n_valid, None
+
+    def _diffs_kernel(self, lib, x: torch.Tensor, y: torch.Tensor):
+        """:meth:`diffs` by the C kernel: the recursion sample by sample, diffs in batch order."""
+        if len(y):
+            self.check_labels(int(y.max()))  # before the memory is touched
+        x, y = x.contiguous(), y.contiguous()
+        diff = torch.empty_like(x)
+        abs_sum = ctypes.c_double()
+        initialized = self.initialized
+        if initialized is None:  # zero-initialised: every class is set
+            initialized = torch.ones(self.memory.shape[0], dtype=torch.bool)
+        n_valid = lib.dnrt_arr_update(
+            x.data_ptr(), y.data_ptr(), self.memory.data_ptr(), initialized.data_ptr(),
+            diff.data_ptr(), x.shape[0], x.shape[1], self.momentum, self.after,
+            ctypes.byref(abs_sum),
+        )  # fmt: skip
+        for buffer in (self.memory, self.initialized):  # written behind autograd's back
+            if buffer is not None:
+                torch.autograd.graph.increment_version(buffer)
+        return diff, None, 1.0, int(n_valid), abs_sum.value
+
+    def _diff_chunk(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+        """One block of :meth:`diffs`; updates memory/initialized."""
+        ys, order = torch.sort(y, stable=True)  # ignored samples (y < 0) first
+        if len(order) == 0:
+            return x.new_zeros(x.shape), order, 1.0, 0
+        classes, seg, counts = torch.unique_consecutive(ys, return_inverse=True, return_counts=True)
+        p = len(classes)
+        labels_counts = torch.cat((classes, counts)).tolist()  # one sync for all sizes
+        labels, sizes = labels_counts[:p], labels_counts[p:]
+        self.check_labels(labels[-1])
+        n_ign = 0
+        valid = order
+        if labels[0] < 0:  # drop the ignored samples (sorted first) and their "classes"
+            j = bisect.bisect_left(labels, 0)
+            n_ign = sum(sizes[:j])
+            if j == p:
+                return x.new_zeros(x.shape), order, 1.0, 0
+            ys, valid, seg = ys[n_ign:], order[n_ign:], seg[n_ign:] - j
+            classes, counts, sizes = classes[j:], counts[j:], sizes[j:]
+        sizes.sort()
+        if sizes[-1] <= RANK_LOOP_MAX:
+            valid, diff, factor = self._by_rank(x, ys, valid, classes, seg, counts, sizes)
+        else:
+            diff = x.index_select(0, valid)
+            self._by_scan(diff, classes, seg, counts, sizes[-1])
+            factor = 1.0
+        if n_ign:  # zero rows for the ignored samples, in front
+            valid = torch.cat((order[:n_ign], valid))
+            diff = torch.cat((diff.new_zeros(n_ign, diff.shape[1]), diff))
+        return diff, valid, factor, len(order) - n_ign
+
+    def _by_rank(self, x, ys, order, classes, seg, counts, sizes):
+        """The update as a loop over ranks (the k-th sample of each class, all classes at once).
+
+        Rows are put in rank-major order (all first samples, then all second samples, ...),
+        classes by decreasing count within a rank, so the classes present at rank r are
+        the first n_r of rank r-1. ``cur`` holds each class's running memory; per rank,
+        ``x - cur`` (the distance to the memory *before* the sample) is stored in place of
+        x and ``cur += m·(x - cur)``. The distance to the memory *after* the sample is
+        (1-m) times that, so one returned ``diff`` serves both targets (``factor``).
+        Returns ``(order, diff, factor)`` for the labelled samples.
+        """
+        n, p, m = len(ys), len(sizes), self.momentum
+        # sort key: rank·(n+1) - count, stable (ties keep class order)
+        starts = counts.cumsum(0).sub_(counts)
+        key = torch.add(counts, starts, alpha=n + 1).index_select(0, seg)
+        perm = torch.sort(_rank_scale(n, ys.device).sub(key), stable=True)[1]
+        order = order.index_select(0, perm)
+        diff = x.index_select(0, order)
+        cls = ys.index_select(0, perm[:p])  # the classes, by decreasing count
+        cur = self.memory.index_select(0, cls)  # the memory before the batch
+        if self.initialized is not None:  # x itself for an unset class (then x - cur = 0)
+            first = diff[:p]
+            known = self.initialized.index_select(0, cls).unsqueeze(1)
+            cur.sub_(first).mul_(known).add_(first)
+        start = 0
+        for rank in range(sizes[-1]):
+            n_r = p - bisect.bisect_right(sizes, rank)  # classes with more than `rank` samples
+            rows, mem = diff[start : start + n_r], cur[:n_r] if n_r < p else cur
+            rows.sub_(mem)
+            mem.add_(rows, alpha=m)
+            start += n_r
+        self.memory.index_copy_(0, cls, cur)
+        if self.initialized is not None:
+            self.initialized.index_fill_(0, cls, True)
+        return order, diff, 1.0 - m if self.after else 1.0
+
+    def _by_scan(self, xs, classes, seg, counts, nmax) -> None:
+        """The update as a log-depth scan over class-sorted rows ``xs`` (replaced in place by
+        x - target); for batches with long runs of one class."""
+        n, d = xs.shape
+        m = self.momentum
+        ends = counts.cumsum(0)
+        starts = ends - counts
+        nsteps = (nmax - 1).bit_length() if m < 1.0 else 0
+        shifts, steps, pows, weights = _scan_tables(nsteps, m, xs.dtype, xs.device)
+        # two ping-pong buffers with `head` zero rows above the samples, so that the scan
+        # reads h_(p-s) for every s as a shifted view (the coefficient is 0 where p-s
+        # lies outside the class, and the zero rows keep 0·h finite)
+        head = shifts[-1] if shifts else 1
+        buf = xs.new_empty(2, head + n, d)
+        buf[:, :head].zero_()
+        bufs = buf.unbind(0)
+        tails = (bufs[0][head:], bufs[1][head:])
+        h = torch.mul(xs, m, out=tails[0])
+        # each class's first sample: lerp(mu_k, x, m), or lerp(., x, 1) = x for an unset class
+        x_first = xs.index_select(0, starts)
+        known = None
+        if self.initialized is not None:
+            known = self.initialized.index_select(0, classes).unsqueeze(1)
+        mu0 = self.memory.index_select(0, classes)
+        weight = weights[0] if known is None else torch.where(known, *weights)
+        h.index_copy_(0, starts, torch.lerp(mu0, x_first, weight))
+        if nsteps:
+            rank = _arange(n, xs.device) - starts.index_select(0, seg)  # 0-based, in class
+            coefs = ((rank.unsqueeze(1) >= steps) * pows).unbind(0)  # a^s, or 0 across classes
+            for i, s in enumerate(shifts):
+                src = bufs[i & 1]
+                torch.addcmul(
+                    tails[i & 1], src[head - s : head - s + n], coefs[i], out=tails[~i & 1]
+                )
+        scanned = bufs[nsteps & 1]  # memory after each sample, below the head rows
+        # memory after the block: each class's last row (row ends - 1 below the head)
+        self.memory.index_copy_(0, classes, scanned[head - 1 :].index_select(0, ends))
+        if self.initialized is not None:
+            self.initialized.index_fill_(0, classes, True)
+        if self.after:
+            xs.sub_(tails[nsteps & 1])
+        else:  # the memory just before each sample: the previous row of its class, or mu0
+            xs.sub_(scanned[head - 1 : head - 1 + n])
+            first_diff = x_first.sub_(mu0)
+            xs.index_copy_(0, starts, first_diff if known is None else first_diff.mul_(known))
+
+
 class ARR(nn.Module):
     """Class-wise response memory with the ARR loss.
 
@@ -204,7 +411,7 @@ class ARR(nn.Module):
             self.memory = self.memory.new_zeros(stored.shape)
 
     def _check(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Validate shapes and size a lazy memory (labels: see :meth:`_check_labels`)."""
+        """Validate shapes and size a lazy memory (labels: see :meth:`ClassEMA.check_labels`)."""
         if x.dim() != 2:
             raise ValueError(f"ARR expects aggregated responses (B, d), got {tuple(x.shape)}")
         if y.shape != (x.shape[0],):
@@ -216,9 +423,9 @@ class ARR(nn.Module):
                 f"ARR memory has d={self.memory.shape[1]}, response has d={x.shape[1]}"
             )
 
-    def _check_labels(self, hi: int) -> None:
-        if hi >= self.num_classes:
-            raise ValueError(f"label {hi} out of range for ARR with num_classes={self.num_classes}")
+    def _recurrence(self) -> ClassEMA:
+        return ClassEMA(self.memory, self.initialized, self.momentum, self.target == "after",
+                        self.chunk_size)  # fmt: skip
 
     # ------------------------------------------------------------------ update
 
@@ -228,162 +435,15 @@ class ARR(nn.Module):
 
         Rows of ignored samples (label < 0) hold x itself.
         """
-        x = x.detach().to(self.memory.dtype)
-        diff, order, factor, _, _ = self._diffs(x, y.long())
-        return x - _unsort(diff, order).mul_(factor)
+        self._check(x, y)
+        return self._recurrence().targets(x, y)
 
     def _diffs(
         self, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, float, int, float | None]:
-        """Update the memory from the batch (in batch order, block by block).
-
-        Returns ``(diff, order, factor, n_valid, abs_sum)``: ``factor·diff[p]`` (B, d) is
-        x - target for the sample ``order[p]`` (``order=None``: sample p; zero rows for
-        ignored samples), ``n_valid`` the number of labelled samples, ``abs_sum`` the sum of
-        ``|diff|`` when the C kernel computed it on the way (else ``None``).
-        """
+        """:meth:`ClassEMA.diffs` on this module's memory, after the shape checks."""
         self._check(x, y)
-        if x.dtype != self.memory.dtype:
-            x = x.to(self.memory.dtype)
-        # the kernel writes the memory in place: only when it is one dense float32 block
-        lib = cpu_kernels.library_for(x, self.memory) if self.memory.is_contiguous() else None
-        if lib is not None:
-            return self._diffs_kernel(lib, x, y)
-        if x.shape[0] <= self.chunk_size:
-            return (*_single_threaded(x.device, self._diff_chunk, x, y), None)
-        self._check_labels(int(y.max()))  # before any block updates the memory
-        parts, n_valid = [], 0
-        for i in range(0, x.shape[0], self.chunk_size):
-            xc, yc = x[i : i + self.chunk_size], y[i : i + self.chunk_size]
-            diff, order, factor, n = _single_threaded(x.device, self._diff_chunk, xc, yc)
-            parts.append((diff.mul_(factor) if factor != 1.0 else diff, order + i))
-            n_valid += n
-        diffs, orders = zip(*parts, strict=True)
-        return torch.cat(diffs), torch.cat(orders), 1.0, n_valid, None
-
-    def _diffs_kernel(self, lib, x: torch.Tensor, y: torch.Tensor):
-        """:meth:`_diffs` by the C kernel: the recursion sample by sample, diffs in batch order."""
-        if len(y):
-            self._check_labels(int(y.max()))  # before the memory is touched
-        x, y = x.contiguous(), y.contiguous()
-        diff = torch.empty_like(x)
-        abs_sum = ctypes.c_double()
-        n_valid = lib.dnrt_arr_update(
-            x.data_ptr(), y.data_ptr(), self.memory.data_ptr(), self.initialized.data_ptr(),
-            diff.data_ptr(), x.shape[0], x.shape[1], self.momentum, self.target == "after",
-            ctypes.byref(abs_sum),
-        )  # fmt: skip
-        for buffer in (self.memory, self.initialized):  # written behind autograd's back
-            torch.autograd.graph.increment_version(buffer)
-        return diff, None, 1.0, int(n_valid), abs_sum.value
-
-    def _diff_chunk(
-        self, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-        """One block of :meth:`_diffs`; updates memory/initialized."""
-        ys, order = torch.sort(y, stable=True)  # ignored samples (y < 0) first
-        if len(order) == 0:
-            return x.new_zeros(x.shape), order, 1.0, 0
-        classes, seg, counts = torch.unique_consecutive(ys, return_inverse=True, return_counts=True)
-        p = len(classes)
-        labels_counts = torch.cat((classes, counts)).tolist()  # one sync for all sizes
-        labels, sizes = labels_counts[:p], labels_counts[p:]
-        self._check_labels(labels[-1])
-        n_ign = 0
-        valid = order
-        if labels[0] < 0:  # drop the ignored samples (sorted first) and their "classes"
-            j = bisect.bisect_left(labels, 0)
-            n_ign = sum(sizes[:j])
-            if j == p:
-                return x.new_zeros(x.shape), order, 1.0, 0
-            ys, valid, seg = ys[n_ign:], order[n_ign:], seg[n_ign:] - j
-            classes, counts, sizes = classes[j:], counts[j:], sizes[j:]
-        sizes.sort()
-        if sizes[-1] <= RANK_LOOP_MAX:
-            valid, diff, factor = self._by_rank(x, ys, valid, classes, seg, counts, sizes)
-        else:
-            diff = x.index_select(0, valid)
-            self._by_scan(diff, classes, seg, counts, sizes[-1])
-            factor = 1.0
-        if n_ign:  # zero rows for the ignored samples, in front
-            valid = torch.cat((order[:n_ign], valid))
-            diff = torch.cat((diff.new_zeros(n_ign, diff.shape[1]), diff))
-        return diff, valid, factor, len(order) - n_ign
-
-    def _by_rank(self, x, ys, order, classes, seg, counts, sizes):
-        """The update as a loop over ranks (the k-th sample of each class, all classes at once).
-
-        Rows are put in rank-major order (all first samples, then all second samples, ...),
-        classes by decreasing count within a rank, so the classes present at rank r are
-        the first n_r of rank r-1. ``cur`` holds each class's running memory; per rank,
-        ``x - cur`` (the distance to the memory *before* the sample) is stored in place of
-        x and ``cur += m·(x - cur)``. The distance to the memory *after* the sample is
-        (1-m) times that, so one returned ``diff`` serves both targets (``factor``).
-        Returns ``(order, diff, factor)`` for the labelled samples.
-        """
-        n, p, m = len(ys), len(sizes), self.momentum
-        # sort key: rank·(n+1) - count, stable (ties keep class order)
-        starts = counts.cumsum(0).sub_(counts)
-        key = torch.add(counts, starts, alpha=n + 1).index_select(0, seg)
-        perm = torch.sort(_rank_scale(n, ys.device).sub(key), stable=True)[1]
-        order = order.index_select(0, perm)
-        diff = x.index_select(0, order)
-        cls = ys.index_select(0, perm[:p])  # the classes, by decreasing count
-        known = self.initialized.index_select(0, cls).unsqueeze(1)
-        # the memory before the batch; x itself for an unset class (then x - cur = 0)
-        first = diff[:p]
-        cur = self.memory.index_select(0, cls).sub_(first).mul_(known).add_(first)
-        start = 0
-        for rank in range(sizes[-1]):
-            n_r = p - bisect.bisect_right(sizes, rank)  # classes with more than `rank` samples
-            rows, mem = diff[start : start + n_r], cur[:n_r] if n_r < p else cur
-            rows.sub_(mem)
-            mem.add_(rows, alpha=m)
-            start += n_r
-        self.memory.index_copy_(0, cls, cur)
-        self.initialized.index_fill_(0, cls, True)
-        return order, diff, 1.0 - m if self.target == "after" else 1.0
-
-    def _by_scan(self, xs, classes, seg, counts, nmax) -> None:
-        """The update as a log-depth scan over class-sorted rows ``xs`` (replaced in place by
-        x - target); for batches with long runs of one class."""
-        n, d = xs.shape
-        m = self.momentum
-        ends = counts.cumsum(0)
-        starts = ends - counts
-        nsteps = (nmax - 1).bit_length() if m < 1.0 else 0
-        shifts, steps, pows, weights = _scan_tables(nsteps, m, xs.dtype, xs.device)
-        # two ping-pong buffers with `head` zero rows above the samples, so that the scan
-        # reads h_(p-s) for every s as a shifted view (the coefficient is 0 where p-s
-        # lies outside the class, and the zero rows keep 0·h finite)
-        head = shifts[-1] if shifts else 1
-        buf = xs.new_empty(2, head + n, d)
-        buf[:, :head].zero_()
-        bufs = buf.unbind(0)
-        tails = (bufs[0][head:], bufs[1][head:])
-        h = torch.mul(xs, m, out=tails[0])
-        # each class's first sample: lerp(mu_k, x, m), or lerp(., x, 1) = x for an unset class
-        x_first = xs.index_select(0, starts)
-        known = self.initialized.index_select(0, classes).unsqueeze(1)
-        mu0 = self.memory.index_select(0, classes)
-        h.index_copy_(0, starts, torch.lerp(mu0, x_first, torch.where(known, *weights)))
-        if nsteps:
-            rank = _arange(n, xs.device) - starts.index_select(0, seg)  # 0-based, in class
-            coefs = ((rank.unsqueeze(1) >= steps) * pows).unbind(0)  # a^s, or 0 across classes
-            for i, s in enumerate(shifts):
-                src = bufs[i & 1]
-                torch.addcmul(
-                    tails[i & 1], src[head - s : head - s + n], coefs[i], out=tails[~i & 1]
-                )
-        scanned = bufs[nsteps & 1]  # memory after each sample, below the head rows
-        # memory after the block: each class's last row (row ends - 1 below the head)
-        self.memory.index_copy_(0, classes, scanned[head - 1 :].index_select(0, ends))
-        self.initialized.index_fill_(0, classes, True)
-        if self.target == "after":
-            xs.sub_(tails[nsteps & 1])
-        else:  # the memory just before each sample: the previous row of its class, or mu0
-            xs.sub_(scanned[head - 1 : head - 1 + n])
-            xs.index_copy_(0, starts, x_first.sub_(mu0).mul_(known))  # 0 for an unset class
+        return self._recurrence().diffs(x, y)
 
     # ------------------------------------------------------------------ loss
 

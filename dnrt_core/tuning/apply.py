@@ -92,7 +92,8 @@ def tune(
         at_dpa_site = dpa_spec is not None and match_any(name, dpa_patterns)
         if at_dpa_site:
             new = DPA(num_classes, tau=dpa_spec.tau, momentum=dpa_spec.momentum,
-                      interval=dpa_spec.interval, pool=dpa_pool)  # fmt: skip
+                      interval=dpa_spec.interval, pool=dpa_pool,
+                      count_eval=dpa_spec.count_eval)  # fmt: skip
             report.dpa_sites.append(name)
         elif act is not None:
             new = get_activation(act, num_classes=num_classes, dim=None)

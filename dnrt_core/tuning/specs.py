@@ -30,7 +30,12 @@ class ARRSpec:
 
 @dataclass
 class DPASpec:
-    """Where and how DPA acts. ``sites`` select activation modules to become DPA."""
+    """Where and how DPA acts. ``sites`` select activation modules to become DPA.
+
+    The total loss is ``L_task + dpa_lambda · L_dpa``, L_dpa one mean over the irrelevant
+    values of all sites. ``count_eval``: labelled eval forwards advance the update counter
+    (as released).
+    """
 
     sites: str | list[str] | None = None
     pool: str | None = None
@@ -38,6 +43,7 @@ class DPASpec:
     momentum: float = 0.9
     interval: int = 5
     tau: float = 0.0
+    count_eval: bool = True
 
 
 Spec = TypeVar("Spec", ARRSpec, DPASpec)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..mechanisms import ARR, DPA, GDN, RAA
+from ..mechanisms.dpa import channel_loss
 from ..mechanisms.pooling import aggregate, class_indices
 from .specs import ARRSpec, DPASpec
 
@@ -126,6 +127,7 @@ class Tuned(nn.Module):
         self._targets = y
         for m in self.dpa_modules():
             m.set_targets(y)
+            m.last_selected = None
         try:
             if not self._checked_reuse:
                 return self._first_forward(*args, **kwargs)
@@ -212,13 +214,15 @@ class Tuned(nn.Module):
         return self
 
     def aux_loss(self) -> torch.Tensor:
-        """arr_lambda · mean_j L_arr^j + dpa_lambda · mean_j L_dpa^j of the last forward."""
+        """arr_lambda · mean_j L_arr^j + dpa_lambda · L_dpa of the last forward, where L_dpa
+        is one mean of squares over the irrelevant values of all DPA sites together, as
+        released (:func:`dnrt_core.mechanisms.dpa.channel_loss`)."""
         total = None
         if self._arr_losses and self.arr_spec is not None:
             total = self.arr_spec.arr_lambda * torch.stack(self._arr_losses).mean()
-        dpa_losses = [m.last_loss for m in self.dpa_modules() if m.last_loss is not None]
-        if dpa_losses and self.dpa_spec is not None:
-            term = self.dpa_spec.dpa_lambda * torch.stack(dpa_losses).mean()
+        dpa_loss = channel_loss(m.last_selected for m in self.dpa_modules())
+        if dpa_loss is not None and self.dpa_spec is not None:
+            term = self.dpa_spec.dpa_lambda * dpa_loss
             total = term if total is None else total + term
         if total is None:
             ref = next(iter(self.parameters()), None)
@@ -231,6 +235,4 @@ class Tuned(nn.Module):
 
 
 def _is_memory_key(key: str) -> bool:
-    return key.startswith("arr.") or key.rsplit(".", 1)[-1] in {
-        "forward_memory", "backward_memory", "forward_initialized", "backward_initialized",
-    }  # fmt: skip
+    return key.startswith("arr.") or key.rsplit(".", 1)[-1] in {"forward_memory", "backward_memory"}

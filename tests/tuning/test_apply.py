@@ -72,9 +72,10 @@ def test_vit_dpa_every_block():
     assert count_modules(tuned, DPA) == 3 and count_modules(tuned, nn.GELU) == 0
     tuned.materialize(x)
     train_steps(tuned, (x,), y, steps=2)
-    for dpa in tuned.dpa_modules():
-        assert dpa.forward_initialized[[0, 1]].all() and dpa.backward_initialized[[0, 1]].all()
-        assert dpa.forward_memory.shape == (10, 768)
+    for dpa in tuned.dpa_modules():  # zero-initialised; classes 0 and 1 were updated
+        assert dpa.forward_memory.shape == dpa.backward_memory.shape == (10, 768)
+        for memory in (dpa.forward_memory, dpa.backward_memory):
+            assert (memory[:2] != 0).all(dim=1).all() and (memory[2:] == 0).all()
 
 
 # --------------------------------------------------------------------------- CNNs
@@ -148,14 +149,19 @@ def test_pyg_gcn_dpa_ignores_unlabelled_nodes():
     captured = {}
     tuned.model.convs[0].register_forward_hook(lambda m, i, o: captured.__setitem__("h", o))
     train_steps(tuned, (x, edge_index), y, steps=1)
-    # the first DPA (after convs.0, no norm): memory = class mean over labelled nodes only
+    # the first DPA (after convs.0, no norm): the per-node EMA from zero, in node order,
+    # over the labelled nodes only
     h = captured["h"].detach()
     for k in range(3):
-        torch.testing.assert_close(dpas[0].forward_memory[k], h[y == k].mean(0))
+        expected = torch.zeros(h.shape[1])
+        for row in h[y == k]:
+            expected += 0.9 * (row - expected)
+        torch.testing.assert_close(dpas[0].forward_memory[k], expected)
     assert int(dpas[0].step) == 1
     train_steps(tuned, (x, edge_index), y, steps=2)
-    assert all(d.last_loss is not None for d in dpas)
-    assert tuned.aux_loss().requires_grad
+    assert all(d.last_selected is not None for d in dpas)
+    selected = torch.cat([d.last_selected for d in dpas])
+    torch.testing.assert_close(tuned.aux_loss(), selected.square().mean())
 
 
 def test_bad_arguments():
