@@ -35,6 +35,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "dpa_interval": 5,
         "dpa_tau": 0.0,
         "dpa_sites": None,
+        "dpa_count_eval": True,  # labelled eval forwards advance the update counter (released)
     },
     "train": {
         "epochs": 10,

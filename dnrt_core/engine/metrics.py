@@ -24,14 +24,16 @@ def collect_predictions(
     model: nn.Module, loader: Iterable, to_inputs: Callable[[Any], tuple[tuple, torch.Tensor]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` over ``loader``; return (logits (N, K) float32, targets (N,)) on CPU.
-    Evaluation loaders are not sharded, so every DDP rank scores the whole split."""
+    Evaluation loaders are not sharded, so every DDP rank scores the whole split. A model
+    whose ``counts_eval_targets`` is true (DPA, as released) also gets the labels."""
     was_training = model.training
     model.eval()
+    with_targets = bool(getattr(model, "counts_eval_targets", False))
     logits, targets = [], []
     try:
         for batch in loader:
             inputs, y = to_inputs(batch)
-            out = model(*inputs)
+            out = model(*inputs, targets=y) if with_targets else model(*inputs)
             logits.append(out.float())
             targets.append(y)
     finally:

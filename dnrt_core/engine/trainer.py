@@ -163,6 +163,7 @@ def build_tuned_model(task: Task, cfg: dict[str, Any], data: TaskData) -> Tuned:
             "momentum": float(mech["dpa_momentum"]),
             "interval": int(mech["dpa_interval"]),
             "tau": float(mech["dpa_tau"]),
+            "count_eval": bool(mech.get("dpa_count_eval", True)),
         }  # tune() itself maps act="dpa" to TAU at the non-DPA sites
     model = task.build_model(cfg, data)
     options = dict(task.tune_options(cfg, data))

@@ -117,6 +117,13 @@ class Tuned(nn.Module):
     def dpa_modules(self) -> list[DPA]:
         return [m for m in self.model.modules() if isinstance(m, DPA)]
 
+    @property
+    def counts_eval_targets(self) -> bool:
+        """True when labelled eval forwards matter (a DPA with ``count_eval``): evaluation
+        then passes the labels, as the released code does, so the update counter keeps the
+        released phase across epochs."""
+        return any(m.count_eval for m in self.dpa_modules())
+
     # -- forward
     def forward(self, *args, **kwargs):
         # ``targets`` is read from kwargs, not declared: the TorchScript ONNX exporter fills
