@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,17 @@ plot_app = typer.Typer(help="Figures from runs: response distributions, training
 app.add_typer(plot_app, name="plot")
 
 EXIT_BAD_INPUT = 2
+#: ``--debug`` (or ``DNRT_DEBUG=1``): let errors through with their traceback
+_DEBUG = {"on": bool(os.environ.get("DNRT_DEBUG"))}
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of an error.")
+    ] = False,
+) -> None:
+    _DEBUG["on"] = debug or bool(os.environ.get("DNRT_DEBUG"))
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -32,27 +45,23 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 def user_errors(func):
-    """Turn expected failures into one line on stderr (exit 2), no traceback."""
+    """The error boundary of every command: any failure ends in one line on stderr, exit 2
+    for bad input, 1 for an environment failure, 130 for Ctrl-C
+    (:func:`dnrt_core.errors.describe`); ``--debug`` shows the traceback instead."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from dnrt_core.engine import NonFiniteLossError
-
         try:
             return func(*args, **kwargs)
-        except typer.Exit:
+        except (typer.Exit, typer.Abort, SystemExit):
             raise
-        except NonFiniteLossError as exc:
-            _fail(str(exc), code=1)
-        except KeyboardInterrupt:
-            _fail(
-                "interrupted; last.pt holds the last finished epoch (continue with --resume)", 130
-            )
-        except KeyError as exc:  # str(KeyError) is the repr of the key
-            _fail(f"missing key {exc.args[0]!r}" if exc.args else "missing key")
-        except (ValueError, FileNotFoundError, TypeError) as exc:
-            text = str(exc).strip() or type(exc).__name__
-            _fail(text.splitlines()[0])
+        except BaseException as exc:
+            if _DEBUG["on"]:
+                raise
+            from dnrt_core.errors import describe
+
+            code, message = describe(exc)
+            _fail(message, code)
 
     return wrapper
 
@@ -61,6 +70,7 @@ def user_errors(func):
 
 
 @app.command("tasks")
+@user_errors
 def tasks_cmd() -> None:
     """List registered task plugins (entry-point group ``dnrt.tasks``) and where they come from."""
     from rich.console import Console
@@ -225,8 +235,8 @@ def train_cmd(
     task: Annotated[str, typer.Argument(help="Task name (see `dnrt tasks`).")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Output folder (default runs/<task>/...).")
+    out: Annotated[  # a str: Path("") would silently be the current folder
+        str | None, typer.Option(help="Output folder (default runs/<task>/...).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
@@ -384,6 +394,7 @@ def profile_cmd(
     """Parameters, FLOPs and median latency: baseline vs RAA vs DNRT vs DPA (paper Table 4)."""
     import torch
 
+    from dnrt_core.engine import resolve_device
     from dnrt_core.engine.plugins import load_task
     from dnrt_core.errors import unknown_name_error
     from dnrt_core.tools.profile import format_profile_table, profile_mechanisms
@@ -393,7 +404,7 @@ def profile_cmd(
         raise unknown_name_error(f"{task} model", model, zoo.model_names())
     if batch_size <= 0 or img_size <= 0 or num_classes <= 0 or repeats < 0:
         _fail("--img-size, --batch-size and --num-classes must be positive, --repeats >= 0")
-    dev = torch.device(device)
+    dev = resolve_device(device)
     mechanisms = ["baseline", *_split_list(acts)]
 
     def build():
@@ -403,7 +414,7 @@ def profile_cmd(
     rows = profile_mechanisms(
         build, example, num_classes, mechanisms, baseline_act=baseline_act, repeats=repeats
     )
-    header = f"{model} @ {img_size} px, batch {batch_size}, {device}"
+    header = f"{model} @ {img_size} px, batch {batch_size}, {dev}"
     if dev.type == "cpu":  # timings depend on it: fused C kernels or tensor ops for RAA/ARR
         from dnrt_core import kernels
 
@@ -424,34 +435,54 @@ def _checkpoint_of(path: Path) -> Path:
     return path
 
 
+def _png_path(out: str, default_name: str) -> Path:
+    """``--out`` of a figure: a folder (existing, or written with a trailing slash) gets
+    ``default_name`` inside it."""
+    if not out.strip():
+        _fail("--out is empty; give a PNG path or a folder")
+    path = Path(out)
+    if out.endswith(("/", os.sep)) or path.is_dir():
+        return path / default_name
+    return path
+
+
 @plot_app.command("responses")
 @user_errors
 def plot_responses_cmd(
     runs: Annotated[
         list[Path], typer.Argument(help="Run folders or checkpoints (e.g. GELU, DNRT).")
     ],
-    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("responses.png"),
+    out: Annotated[str, typer.Option(help="PNG to write (or a folder for responses.png).")] = (
+        "responses.png"
+    ),
     data_dir: DataDirOpt = None,
     samples: Annotated[int, typer.Option(help="Test samples to collect.")] = 512,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "cpu",
 ) -> None:
     """Figure-2 style response distributions (class token per block, aggregated per class)."""
+    import torch
+
     from dnrt_core.engine import load_run
     from dnrt_core.tools.plots import collect_responses, figure2_sites, plot_response_distributions
 
     by_run = {}
     for path in runs:
-        built, _ = load_run(_checkpoint_of(path), data_dir=data_dir, device=device)
+        checkpoint = _checkpoint_of(path)
+        built, _ = load_run(checkpoint, data_dir=data_dir, device=device)
+        split = built.data.splits[built.task.report_split]
+        if isinstance(split, torch.Tensor):  # graph tasks: node indices, not input batches
+            _fail(
+                f"plot responses draws runs evaluated on batches of inputs (image tasks); "
+                f"{checkpoint} is a {built.task.name!r} run"
+            )
         layers, aggregated, pool = figure2_sites(built.model)
-        batches = (
-            built.task.batch_inputs(b, built.device)
-            for b in built.data.splits[built.task.report_split]
-        )
+        batches = (built.task.batch_inputs(b, built.device) for b in split)
         label = f"{path.name if path.is_dir() else path.parent.name}"
         by_run[label] = collect_responses(
             built.model, batches, [*layers, aggregated], pool=pool, max_samples=samples
         )
-    written = plot_response_distributions(by_run, out, layers=layers, aggregated_site=aggregated)
+    png = _png_path(out, "responses.png")
+    written = plot_response_distributions(by_run, png, layers=layers, aggregated_site=aggregated)
     typer.echo(f"wrote {written}")
 
 
@@ -459,7 +490,9 @@ def plot_responses_cmd(
 @user_errors
 def plot_curves_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (or sweep folders).")],
-    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("curves.png"),
+    out: Annotated[str, typer.Option(help="PNG to write (or a folder for curves.png).")] = (
+        "curves.png"
+    ),
     metrics: Annotated[
         str | None, typer.Option(help="Comma-separated metrics (default: losses + primary).")
     ] = None,
@@ -467,7 +500,7 @@ def plot_curves_cmd(
     """Loss / accuracy over epochs of several runs on one figure."""
     from dnrt_core.tools.plots import plot_curves
 
-    written = plot_curves(runs, out, metrics=_split_list(metrics) or None)
+    written = plot_curves(runs, _png_path(out, "curves.png"), metrics=_split_list(metrics) or None)
     typer.echo(f"wrote {written}")
 
 
@@ -476,6 +509,9 @@ def main() -> None:
 
     # PyG scripts a few helpers at import; the deprecation notice is not for our users
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    if "--debug" in sys.argv[2:]:  # also accepted after the command: dnrt train ... --debug
+        sys.argv.remove("--debug")
+        sys.argv.insert(1, "--debug")
     app()
 
 

@@ -107,9 +107,12 @@ class Tuned(nn.Module):
         self.arr[key] = ARR(num_classes, momentum=spec.momentum, target=spec.target)
         self._arr_sites[key] = site
 
-        def hook(_module, _inputs, output, key=key, pool=pool):
+        def hook(_module, _inputs, output, key=key, pool=pool, site=site):
             if self.training and self._targets is not None:
-                response = aggregate(output, pool)
+                try:
+                    response = aggregate(output, pool)
+                except (ValueError, TypeError) as exc:  # e.g. an output without a tensor
+                    raise ValueError(f"ARR site {site!r}: {exc}") from None
                 self._arr_losses.append(self.arr[key](response, self._targets))
 
         module.register_forward_hook(hook)
