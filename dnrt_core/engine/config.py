@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+from ..errors import ConfigError
+from .schema import check_config
+
 ENGINE_DEFAULTS: dict[str, Any] = {
     "task": None,
     "seed": 0,
@@ -60,31 +63,6 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "tensorboard": False,
     },
 }
-
-# values that must be > 0 when set
-_POSITIVE = (
-    "data.batch_size",
-    "train.epochs",
-    "train.lr",
-    "train.eval_every",
-    "train.max_steps_per_epoch",
-    "train.stop_after_epoch",
-    "mech.arr_momentum",
-    "mech.dpa_interval",
-)
-_NON_NEGATIVE = (
-    "data.num_workers",
-    "train.weight_decay",
-    "train.warmup_epochs",
-    "train.clip_grad",
-    "mech.arr_lambda",
-    "mech.dpa_lambda",
-    "train.label_smoothing",
-)
-
-
-class ConfigError(ValueError):
-    """A bad configuration key or value (reported to the user in one line)."""
 
 
 def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -184,27 +162,15 @@ def build_config(
         set_key(cfg, key, value)
     for key, value in (overrides or {}).items():
         set_key(cfg, key, value)
-    validate(cfg)
+    validate(cfg, task_defaults)
     return cfg
 
 
-def validate(cfg: dict[str, Any]) -> None:
-    for key in _POSITIVE:
-        value = get(cfg, key)
-        if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-            raise ConfigError(f"{key} must be a positive number, got {value!r}")
-    for key in _NON_NEGATIVE:
-        value = get(cfg, key)
-        if value is not None and (not isinstance(value, (int, float)) or value < 0):
-            raise ConfigError(f"{key} must be >= 0, got {value!r}")
+def validate(cfg: dict[str, Any], task_defaults: dict[str, Any] | None = None) -> None:
+    """Every value in its domain with its type (:mod:`.schema`); ``task_defaults`` (the
+    task's :meth:`~dnrt_core.engine.task.Task.default_config`) types the task's own keys."""
+    check_config(flatten(cfg), flatten(task_defaults) if task_defaults else None)
     _validate_cooldown(cfg)
-    if get(cfg, "train.sched_lag") not in (None, 0, 1):
-        raise ConfigError(f"train.sched_lag must be 0 or 1, got {get(cfg, 'train.sched_lag')!r}")
-    for key in ("train.wd_all_params", "train.amp_eval"):
-        if not isinstance(get(cfg, key, False), bool):
-            raise ConfigError(f"{key} must be true or false, got {get(cfg, key)!r}")
-    if not isinstance(get(cfg, "seed"), int):
-        raise ConfigError(f"seed must be an integer, got {get(cfg, 'seed')!r}")
 
 
 def _validate_cooldown(cfg: dict[str, Any]) -> None:
