@@ -4,6 +4,8 @@
 * :mod:`.task` — the plugin API (:class:`Task`, :class:`TaskData`);
 * :mod:`.plugins` — task discovery through the ``dnrt.tasks`` entry points;
 * :mod:`.config` — defaults, YAML recipes, ``--set`` overrides and validation;
+* :mod:`.run_dir` — locked run folders that never lose or mix a run;
+* :mod:`.schema`, :mod:`.data_checks` — config domains and data checks, before training;
 * :mod:`.checkpoint` — atomic, ``weights_only`` checkpoints and RNG state;
 * :mod:`.optim` — optimiser and lr schedule from the ``train`` section (timm factories);
 * :mod:`.data` — epoch-seeded samplers and loaders (DDP-aware);
@@ -11,9 +13,9 @@
 """
 
 from ..mechanisms.names import mechanism_name
+from .run_dir import RUN_FILES, RunDir
 from .task import Task, TaskData
 from .trainer import (
-    RUN_FILES,
     Built,
     NonFiniteLossError,
     RunError,
@@ -37,6 +39,7 @@ __all__ = [
     "RUN_FILES",
     "Built",
     "NonFiniteLossError",
+    "RunDir",
     "RunError",
     "Task",
     "TaskData",

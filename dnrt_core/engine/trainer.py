@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,27 +35,26 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import DataError
+from ..errors import (
+    ENVIRONMENT_ERRNOS,
+    DataError,
+    EnvironmentFailure,
+    NonFiniteLossError,
+    RunError,
+    RunInterrupted,
+)
 from ..mechanisms.distributed import is_distributed, is_main_process, world_size
 from ..mechanisms.names import is_dpa, mechanism_name
 from ..tuning import Tuned, tune
 from . import checkpoint as ckpt_io
 from .config import ConfigError, build_config, dump_yaml, get, load_yaml, set_key, validate
 from .data import indices_sha256
+from .data_checks import check_task_data
 from .optim import build_optimizer, build_scheduler, scheduler_index
 from .plugins import load_task
+from .run_dir import RunDir, check_out_arg
+from .schema import check_resume_overrides
 from .task import Task, TaskData
-
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
-
-
-class RunError(ValueError):
-    """A run cannot start or continue (reported to the user in one line)."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/Inf; the last good checkpoint is kept."""
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -78,9 +78,16 @@ def resolve_device(name: str) -> torch.device:
         if is_distributed() and name == "cuda":
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
-        raise RunError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise RunError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise RunError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RunError(f"device {name!r} requested but MPS is not available")
+    return device
 
 
 def init_distributed(device_name: str) -> None:
@@ -175,6 +182,7 @@ def build(task: Task | str, cfg: dict[str, Any], device: torch.device | None = N
     task = load_task(task) if isinstance(task, str) else task
     device = device or resolve_device(cfg["device"])
     data = task.setup(cfg, device=device)
+    check_task_data(data, where=f"{task.name} data {get(cfg, 'data.dataset')}")
     data.state.setdefault("label_smoothing", float(get(cfg, "train.label_smoothing", 0.0) or 0.0))
     try:
         model = build_tuned_model(task, cfg, data)
@@ -234,6 +242,8 @@ class Trainer:
         self.best: dict[str, Any] = {}
         self.train_time = 0.0
         self.skipped_steps = 0
+        self.saved_epoch: int | None = None  # the epoch last.pt holds (None: not written yet)
+        self.on_checkpoint = None  # called with the epoch after every last.pt
         self.writer = None
         if tcfg.get("tensorboard") and is_main_process():
             from torch.utils.tensorboard import SummaryWriter
@@ -272,7 +282,7 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         check_compatible(state, self.built.task, self.built.data.num_classes)
-        self.model.load_state_dict(state["model"])
+        ckpt_io.load_model_state(self.model, state["model"], self.out / "last.pt")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and int(state["config"]["train"]["epochs"]) == self.epochs:
             # timm schedulers are functions of the step; their state also fixes the length,
@@ -285,6 +295,7 @@ class Trainer:
         self.best = state["best"]
         self.train_time = float(state["train_time"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.saved_epoch = self.epoch
 
     # -- loop
     def train_epoch(self, progress) -> dict[str, float]:
@@ -310,10 +321,14 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     progress.advance(bar)
                     continue
+                kept = (
+                    f"{self.out / 'last.pt'} keeps epoch {self.saved_epoch}"
+                    if self.saved_epoch is not None
+                    else "no checkpoint had been written yet"
+                )
                 raise NonFiniteLossError(
                     f"loss is {float(loss.detach())} at epoch {self.epoch + 1} step {step + 1}; "
-                    f"stopped, last good checkpoint kept in {self.out} "
-                    "(use --skip-nonfinite to skip such batches)"
+                    f"stopped, {kept} (use --skip-nonfinite to skip such batches)"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -433,6 +448,9 @@ class Trainer:
         if improved:
             ckpt_io.save_atomic(state, self.out / "best.pt")
         ckpt_io.save_atomic(state, self.out / "last.pt")
+        self.saved_epoch = self.epoch
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.epoch)
 
 
 def memories_in_sync(model: Tuned) -> bool:
@@ -458,33 +476,42 @@ def check_compatible(state: dict[str, Any], task: Task, num_classes: int) -> Non
         )
 
 
-def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> list[str]:
-    """Refuse to touch a folder that holds another run (unless resuming/overwriting)."""
-    existing = [f for f in RUN_FILES if (out / f).exists()]
-    if resume:
-        if not (out / "last.pt").exists():
-            raise RunError(f"nothing to resume: {out / 'last.pt'} does not exist")
-    elif existing and not overwrite:
-        raise RunError(
-            f"output folder {out} holds another run ({', '.join(existing)}); "
-            "pass --resume to continue it or --overwrite to replace it"
-        )
-    return existing
+def _launch_rank() -> int:
+    """This process's rank, known before the process group exists (torchrun sets RANK)."""
+    return int(os.environ.get("RANK", "0")) if not dist.is_initialized() else dist.get_rank()
 
 
-def _create_out_dir(out: Path, replace: list[str]) -> None:
-    if is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        for f in replace:
-            (out / f).unlink()
-
-
-def _truncate_metrics(path: Path, epoch: int) -> None:
-    """Drop metric lines written after the checkpoint being resumed."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["epoch"] <= epoch]
-    ckpt_io.write_text_atomic("".join(ln + "\n" for ln in keep), path)
+def _resume_config(
+    task: Task, folder: RunDir, overrides: dict[str, Any]
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``(state, config)`` to continue the run in ``folder``: from ``last.pt``, or, for a run
+    killed before its first checkpoint, a restart from its ``config.yaml`` (state None).
+    Only the epoch count (and where the data / device are) may change."""
+    last, saved = folder.path / "last.pt", folder.path / "config.yaml"
+    if last.is_file():
+        state = ckpt_io.load(last)
+        if state.get("task") != task.name:
+            raise ckpt_io.CheckpointError(
+                f"{last} is from task {state.get('task')!r}, not {task.name!r}"
+            )
+        cfg = copy.deepcopy(state["config"])
+        cfg["train"]["stop_after_epoch"] = None  # each invocation stops on its own terms
+        check_resume_overrides(cfg, overrides, where=str(last))
+        for key, value in overrides.items():  # e.g. more epochs, a moved --data-dir
+            set_key(cfg, key, value)
+        validate(cfg, task.default_config())
+        return state, cfg
+    if saved.is_file():
+        file_cfg = load_yaml(saved)
+        if file_cfg.get("task") not in (None, task.name):
+            raise ConfigError(f"{saved} is for task {file_cfg['task']!r}, not {task.name!r}")
+        resolved = resolve_config(task, {}, saved)
+        check_resume_overrides(resolved, overrides, where=str(saved))
+        cfg = resolve_config(task, {"train.stop_after_epoch": None, **overrides}, saved)
+        print(f"{folder.path}: no checkpoint yet; restarting the run from its config.yaml",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return None, cfg
+    raise RunError(f"nothing to resume: {last} does not exist")
 
 
 def run(
@@ -501,42 +528,67 @@ def run(
 
     ``overrides`` uses dotted keys, e.g. ``{"data.dataset": "cifar10", "train.epochs": 1}``.
     With ``resume=True`` the run in ``out`` continues from ``last.pt`` with its saved config
-    (``overrides`` may then only raise ``train.epochs``).
+    (``overrides`` may then only change ``train.epochs``, ``data.data_dir`` and ``device``).
+    The folder is locked for the run and repaired on start (:mod:`.run_dir`); a run that
+    fails before its first checkpoint leaves it as it was.
     """
     task = load_task(task) if isinstance(task, str) else task
     overrides = dict(overrides or {})
+    check_out_arg(out)
+    if resume and out is None:
+        raise RunError("--resume needs --out pointing at the run folder")
+    cfg = None if resume else resolve_config(task, overrides, config_file)
+    folder = RunDir(
+        Path(out) if out is not None else default_out_dir(cfg), main=_launch_rank() == 0
+    )
+    try:
+        for note in folder.acquire():
+            print(f"{folder.path}: {note}", file=sys.stderr, flush=True)
+        summary = _run_locked(task, folder, cfg, overrides, resume, overwrite, quiet)
+    except BaseException as exc:
+        folder.close(failed=True)
+        if isinstance(exc, KeyboardInterrupt):
+            raise RunInterrupted(folder.interrupted_message()) from None
+        if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+            where = exc.filename or folder.path
+            raise EnvironmentFailure(
+                f"{exc.strerror} while writing {where}; {folder.state_note()}"
+            ) from None
+        raise
+    folder.close()
+    return summary
+
+
+def _run_locked(
+    task: Task,
+    folder: RunDir,
+    cfg: dict[str, Any] | None,
+    overrides: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+) -> dict[str, Any]:
+    state = None
     if resume:
-        if out is None:
-            raise RunError("--resume needs --out pointing at the run folder")
-        if not (Path(out) / "last.pt").exists():
-            raise RunError(f"nothing to resume: {Path(out) / 'last.pt'} does not exist")
-        state = ckpt_io.load(Path(out) / "last.pt")
-        cfg = copy.deepcopy(state["config"])
-        cfg["train"]["stop_after_epoch"] = None
-        if state.get("task") != task.name:
-            raise ckpt_io.CheckpointError(
-                f"{Path(out) / 'last.pt'} is from task {state.get('task')!r}, not {task.name!r}"
-            )
-        for key, value in overrides.items():  # e.g. more epochs, a moved --data-dir
-            set_key(cfg, key, value)
-        validate(cfg)
-    else:
-        state = None
-        cfg = resolve_config(task, overrides, config_file)
+        state, cfg = _resume_config(task, folder, overrides)
+    assert cfg is not None
+    out_dir = folder.path
     init_distributed(str(cfg["device"]))
-    out_dir = Path(out) if out is not None else default_out_dir(cfg)
-    existing = _check_out_dir(out_dir, resume, overwrite)
     set_seed(int(cfg["seed"]), bool(cfg["deterministic"]))
     built = build(task, cfg)  # bad data or model names fail here, before anything is written
-    if not resume:
-        _create_out_dir(out_dir, existing)
+    if state is not None:  # named before any weight is loaded
+        check_compatible(state, task, built.data.num_classes)
+    folder.begin(resume=state is not None, overwrite=overwrite)
     if is_distributed():
         dist.barrier()
     trainer = Trainer(built, out_dir, quiet=quiet)
+    trainer.on_checkpoint = folder.checkpoint_written
     if state is not None:
         trainer.load_state(state)
-        if is_main_process():
-            _truncate_metrics(out_dir / "metrics.jsonl", trainer.epoch)
+        folder.checkpoint_epoch = trainer.epoch
+        if folder.trim_metrics(trainer.epoch) and not trainer.quiet:
+            print(f"{out_dir / 'metrics.jsonl'}: dropped lines after epoch {trainer.epoch}",
+                  file=sys.stderr, flush=True)  # fmt: skip
     elif is_main_process():
         dump_yaml(cfg, out_dir / "config.yaml")
     if not trainer.quiet:
@@ -606,12 +658,7 @@ def load_run(
     set_seed(int(cfg["seed"]), False)
     built = build(task, cfg)
     check_compatible(state, task, built.data.num_classes)
-    try:
-        built.model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise ckpt_io.CheckpointError(
-            f"checkpoint {checkpoint} does not fit its model: {str(exc).splitlines()[0]}"
-        ) from None
+    ckpt_io.load_model_state(built.model, state["model"], checkpoint)
     return built, state
 
 
