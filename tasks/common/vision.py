@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dnrt_core.engine.data_checks import check_labels
 from dnrt_core.errors import DataError
 
 # the released code's (QTClassification qtcls/datasets/__init__.py) CIFAR statistics
@@ -53,7 +54,7 @@ def load_cifar(data_dir: str | Path, name: str = "cifar10", train: bool = True,
     """Images ``(N, 32, 32, 3)`` uint8 and labels ``(N,)`` int64, in file order."""
     if name not in _CIFAR_FOLDERS:
         raise DataError(f"unknown CIFAR variant {name!r}; valid: {', '.join(_CIFAR_FOLDERS)}")
-    folder, train_files, test_files, label_key, _ = _CIFAR_FOLDERS[name]
+    folder, train_files, test_files, label_key, num_classes = _CIFAR_FOLDERS[name]
     root = cifar_root(data_dir, name)
     if download and not root.is_dir():
         import torchvision
@@ -70,8 +71,15 @@ def load_cifar(data_dir: str | Path, name: str = "cifar10", train: bool = True,
         entry = _unpickle(root / fname)
         if b"data" not in entry or label_key not in entry:
             raise DataError(f"{root / fname} lacks the keys 'data' and {label_key.decode()!r}")
-        images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(entry[label_key], dtype=np.int64))
+        data, file_labels = np.asarray(entry[b"data"]), np.asarray(entry[label_key])
+        if data.size % 3072 or data.size // 3072 != len(file_labels):
+            raise DataError(
+                f"{root / fname}: {data.size} pixel values for {len(file_labels)} labels "
+                "(CIFAR stores 3072 per image)"
+            )
+        check_labels(file_labels, num_classes, str(root / fname))  # integral, in 0..K-1
+        images.append(data.astype(np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(file_labels.astype(np.int64))
     return np.concatenate(images).transpose(0, 2, 3, 1).copy(), np.concatenate(labels)
 
 
@@ -104,6 +112,19 @@ def load_digits_images(train: bool = True, seed: int = 0, test_fraction: float =
     )  # fmt: skip
     big = big.clamp(0, 255).round().to(torch.uint8).squeeze(1).numpy()
     return np.repeat(big[..., None], 3, axis=-1), labels[idx]
+
+
+def read_image(path: str) -> Image.Image:
+    """An RGB image from ``path`` (the ImageFolder loader); a corrupt, truncated or non-image
+    file is a one-line :class:`DataError` naming it."""
+    try:
+        with open(path, "rb") as fh:
+            return Image.open(fh).convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three for bad files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "cannot identify image file" in reason:
+            reason = "not an image PIL can read"
+        raise DataError(f"cannot read image {path}: {reason}") from None
 
 
 class ArrayImageDataset(Dataset):

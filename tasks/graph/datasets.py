@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dnrt_core.engine.data_checks import integral_ids, integral_labels
 from dnrt_core.errors import DataError
 
 from .graph_data import GraphData, stratified_split
@@ -88,6 +89,7 @@ def _edge_index(edges: np.ndarray, num_nodes: int, path: Path) -> torch.Tensor:
     if edges.ndim != 2 or 2 not in edges.shape:
         raise DataError(f"{path}: edges must have shape (E, 2) or (2, E), got {edges.shape}")
     edges = edges.T if edges.shape[1] == 2 and edges.shape[0] != 2 else edges
+    edges = integral_ids(edges, f"{path}: edges")
     if edges.size and (edges.min() < 0 or edges.max() >= num_nodes):
         raise DataError(
             f"{path}: edge ids must be in [0, {num_nodes}), got {edges.min()}..{edges.max()}"
@@ -104,7 +106,7 @@ def _index(mask: np.ndarray, num_nodes: int, key: str, path: Path) -> torch.Tens
                 f"{path}: boolean {key} must have shape ({num_nodes},), got {mask.shape}"
             )
         mask = np.flatnonzero(mask)
-    mask = mask.reshape(-1).astype(np.int64)
+    mask = integral_ids(mask.reshape(-1), f"{path}: {key}")
     if mask.size and (mask.min() < 0 or mask.max() >= num_nodes):
         raise DataError(f"{path}: {key} holds node ids outside [0, {num_nodes})")
     return torch.from_numpy(np.sort(mask))
@@ -123,7 +125,7 @@ def _labels(y: np.ndarray, num_nodes: int, path: Path) -> torch.Tensor:
     y = np.asarray(y).reshape(-1)
     if y.shape[0] != num_nodes:
         raise DataError(f"{path}: {y.shape[0]} labels for {num_nodes} nodes")
-    return torch.from_numpy(y.astype(np.int64))
+    return torch.from_numpy(integral_labels(y, f"{path}: labels"))
 
 
 def _split_targets(

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from dnrt_core.engine.data_checks import check_classes, check_finite, check_labels, check_splits
+from dnrt_core.errors import DataError
+
 FEATURE_NORMS = ("auto", "standardize", "row", "none")
 
 
@@ -65,6 +68,25 @@ class GraphData:
     def class_counts(self, split: str = "train") -> list[int]:
         labels = self.y[self.split(split)]
         return torch.bincount(labels, minlength=self.num_classes).tolist()
+
+
+def check_graph(graph: GraphData, where: str) -> None:
+    """Refuse a graph that cannot train or be scored: non-finite features, empty or
+    overlapping splits, split nodes that are not targets, a training split with fewer than
+    two classes, or (binary, scored by AUC) a val/test split without both classes."""
+    check_finite(graph.x, f"{where}: node features")
+    splits = {s: graph.split(s) for s in ("train", "val", "test")}
+    check_splits(splits, where)
+    k = graph.num_classes
+    for name, idx in splits.items():
+        check_labels(graph.y[idx], k, f"{where}: {name} split labels")
+    train = graph.y[splits["train"]]
+    if k == 2:
+        for name in ("train", "val", "test"):
+            why = "training needs both" if name == "train" else "ROC-AUC needs both classes"
+            check_classes(graph.y[splits[name]], range(2), name, why, where)
+    elif torch.unique(train).numel() < 2:
+        raise DataError(f"{where}: the train split holds a single class ({int(train[0])})")
 
 
 def stratified_split(

@@ -22,7 +22,7 @@ from dnrt_core.errors import unknown_name_error
 
 from .backends import BACKENDS, MODELS, get_backend
 from .datasets import LOADERS, load_graph
-from .graph_data import FEATURE_NORMS, GraphData, prepare
+from .graph_data import FEATURE_NORMS, GraphData, check_graph, prepare
 from .metrics import node_metrics
 from .models import ARR_SITES, DPA_SITES, GNN
 from .sampling import (
@@ -133,8 +133,10 @@ class GraphTask(Task):
         d = cfg["data"]
         model_name = cfg["model"]["name"]
         backend = get_backend(d["backend"])
+        raw = load_graph(d["dataset"], d.get("data_dir"), d)
+        check_graph(raw, f"graph {raw.name}")  # before any step: NaN, empty/overlapping splits
         graph = prepare(
-            load_graph(d["dataset"], d.get("data_dir"), d),
+            raw,
             to_undirected=bool(d["to_undirected"]),
             feature_norm=d["feature_norm"],
         )

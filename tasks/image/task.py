@@ -24,6 +24,7 @@ from tasks.common.vision import (
     cifar_stats,
     load_cifar,
     load_digits_images,
+    read_image,
 )
 
 from .models import available_models, create_image_model
@@ -165,8 +166,8 @@ class ImageTask(Task):
         train_tf = self._train_transform(data, size, IMAGENET_MEAN, IMAGENET_STD)
         test_tf = build_transform(False, size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                   crop_pct=data.get("crop_pct"))  # fmt: skip
-        train_set = ImageFolder(str(folders["train"]), transform=train_tf)
-        test_set = ImageFolder(str(folders["test"]), transform=test_tf)
+        train_set = ImageFolder(str(folders["train"]), transform=train_tf, loader=read_image)
+        test_set = ImageFolder(str(folders["test"]), transform=test_tf, loader=read_image)
         if train_set.classes != test_set.classes:
             raise DataError(f"{folders['train']} and {folders['test']} hold different classes")
         batch, workers = int(data["batch_size"]), int(data["num_workers"])

@@ -17,6 +17,7 @@ from torch import nn
 from dnrt_core.engine import Task, TaskData
 from dnrt_core.engine.data import DROP_LAST, make_loader
 from dnrt_core.engine.metrics import evaluate_classification
+from dnrt_core.errors import DataError
 from tasks.common.vision import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -159,6 +160,12 @@ class LongTailTask(Task):
         counts = longtail_profile(n_max, num_classes, float(d["imbalance"]))
         if d["train_subset"]:
             counts = scale_counts(counts, int(d["train_subset"]))
+        empty = [k for k, n in enumerate(counts) if n < 1]
+        if empty:  # e.g. a huge beta: the tail classes would get no training image
+            raise DataError(
+                f"data.imbalance {d['imbalance']} leaves class(es) {', '.join(map(str, empty))} "
+                f"without training images (n_max {n_max}); use a smaller beta"
+            )
         selection = resolve_selection(d)
         seed = d["subset_seed"]
         if seed is None:

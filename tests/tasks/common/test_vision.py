@@ -1,7 +1,9 @@
-"""CIFAR transforms against the released recipe (QTClassification ``build_timm_aug_kwargs``)."""
+"""CIFAR transforms against the released recipe (QTClassification ``build_timm_aug_kwargs``);
+image data faults caught where the data is read, in one line naming the file."""
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import numpy as np
@@ -11,6 +13,7 @@ import torchvision.transforms as T
 from PIL import Image
 from timm.data import create_transform
 
+from dnrt_core.errors import DataError
 from tasks.common.vision import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -18,6 +21,8 @@ from tasks.common.vision import (
     CIFAR_STD,
     build_transform,
     cifar_stats,
+    load_cifar,
+    read_image,
 )
 
 # the released qtcls/datasets/__init__.py, written out: CIFAR statistics and timm kwargs
@@ -91,3 +96,58 @@ def test_bicubic_is_an_option_and_differs():
     ours = build_transform(True, 32, interpolation="bicubic")
     assert "bicubic" in repr(ours.transforms[0]).lower()
     assert repr(ours) != repr(build_transform(True, 32))
+
+
+# --------------------------------------------------------------------------- data faults
+
+
+def _fake_cifar10(root, test_labels):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):
+        entry = {b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(entry))
+    entry = {b"data": rng.integers(0, 255, (len(test_labels), 3072), dtype=np.uint8),
+             b"labels": test_labels}  # fmt: skip
+    (folder / "test_batch").write_bytes(pickle.dumps(entry))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([0, 1, 10], "label 10 at index 2 is out of range for 10 classes"),
+        ([0, -1, 2], "label -1 at index 1 is out of range"),
+        ([0, 1.5, 2], "label 1.5 at index 1 is not an integer"),
+    ],
+)
+def test_cifar_labels_checked_at_load(tmp_path, labels, message):
+    root = _fake_cifar10(tmp_path, labels)
+    images, _ = load_cifar(root, "cifar10", train=True)  # the training files are fine
+    assert images.shape == (20, 32, 32, 3)
+    with pytest.raises(DataError, match=rf"test_batch: {message}"):
+        load_cifar(root, "cifar10", train=False)
+
+
+def test_cifar_pixels_and_labels_must_agree(tmp_path):
+    root = _fake_cifar10(tmp_path, [0, 1, 2])
+    entry = {b"data": np.zeros((3, 100), np.uint8), b"labels": [0, 1, 2]}
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(entry))
+    with pytest.raises(DataError, match="300 pixel values for 3 labels"):
+        load_cifar(root, "cifar10", train=False)
+
+
+def test_read_image_names_bad_files(tmp_path):
+    good = tmp_path / "good.png"
+    noise = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(good)
+    assert read_image(str(good)).size == (32, 32)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(DataError, match=r"cannot read image .*truncated.png"):
+        read_image(str(truncated))
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(DataError, match=r"notes.png: not an image PIL can read"):
+        read_image(str(text))
