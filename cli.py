@@ -346,6 +346,8 @@ def compare_cmd(
     if from_ is None:
         if not acts or not models:
             _fail("--acts and --models are needed (or --from DIR to rebuild a table)")
+        if out.exists() and not out.is_dir():
+            _fail(f"--out {out} is a file, not a folder")
         base = _collect_overrides(config_options, None, None, set_)
         plan = compare.plan_sweep(task, _split_list(acts), _split_list(models), seeds, out, base)
         run_fn = ft.partial(run, task, config_file=config, quiet=True)

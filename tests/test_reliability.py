@@ -161,7 +161,7 @@ def test_sigkill_at_random_moments(tmp_path, toy_plugin):
 EXACT_RESUME = {
     "image": {"model.name": "resnet18", "train.max_steps_per_epoch": 2, "data.test_subset": 32,
               "data.batch_size": 8, "mech.act": "raa", "mech.arr": True},
-    "graph": {"data.num_nodes": 3000, "mech.act": "dpa", "mech.dpa_interval": 1},
+    "graph": {"data.num_nodes": 1500, "mech.act": "dpa", "mech.dpa_interval": 1},
     "longtail": {"train.max_steps_per_epoch": 2, "data.test_subset": 50, "mech.act": "raa",
                  "mech.arr": True},
 }  # fmt: skip
