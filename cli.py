@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import signal
 import sys
 import typing
 from dataclasses import dataclass
@@ -259,7 +260,7 @@ def train_cmd(
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="A run's best.pt or last.pt.")],
+    checkpoint: Annotated[Path, typer.Argument(help="A run's best.pt or last.pt (or its folder).")],
     data_dir: DataDirOpt = None,
     split: Annotated[str | None, typer.Option(help="Split to score (default: test).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
@@ -267,6 +268,7 @@ def eval_cmd(
     """Score a saved run (top-1/top-5 or AUC/AP) with its ARR/DPA memories restored."""
     from dnrt_core.engine import evaluate_checkpoint
 
+    checkpoint = _checkpoint_of(checkpoint)  # a run folder stands for its best.pt
     task, metrics = evaluate_checkpoint(checkpoint, data_dir=data_dir, split=split, device=device)
     typer.echo(task.format_report(metrics))
 
@@ -511,6 +513,9 @@ def main() -> None:
 
     # PyG scripts a few helpers at import; the deprecation notice is not for our users
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    # a scheduler's SIGTERM ends a run like Ctrl-C: a failed start is undone, one line says
+    # what the run folder holds
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if "--debug" in sys.argv[2:]:  # also accepted after the command: dnrt train ... --debug
         sys.argv.remove("--debug")
         sys.argv.insert(1, "--debug")

@@ -95,6 +95,14 @@ def test_resume_refuses_other_model_or_mechanism(toy_run):
     assert result.exit_code == 0, result.output
 
 
+def test_eval_takes_a_run_folder(toy_run, tmp_path):
+    result = _invoke(["eval", toy_run, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "top1=" in result.output
+    _one_line(_invoke(["eval", tmp_path]), "holds no best.pt or last.pt")
+    _one_line(_invoke(["eval", toy_run, "--device", "meta"]), "unknown device 'meta'")
+
+
 def test_busy_run_folder_is_one_line(toy_run):
     from dnrt_core.engine import RunDir
 

@@ -500,6 +500,12 @@ def _resume_config(
         for key, value in overrides.items():  # e.g. more epochs, a moved --data-dir
             set_key(cfg, key, value)
         validate(cfg, task.default_config())
+        done = int(state["epoch"])
+        if int(cfg["train"]["epochs"]) < done:
+            raise RunError(
+                f"{last} has trained {done} epochs; --epochs {cfg['train']['epochs']} would "
+                f"not continue it (give at least {done})"
+            )
         return state, cfg
     if saved.is_file():
         file_cfg = load_yaml(saved)

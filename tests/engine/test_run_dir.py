@@ -177,6 +177,13 @@ def test_resume_may_only_change_the_epoch_count(tmp_path):
     assert ckpt_io.load(out / "last.pt")["epoch"] == 3
 
 
+def test_resume_cannot_shorten_a_run_below_its_epochs(tmp_path):
+    out = tmp_path / "r"
+    run(ToyTask(), {"train.epochs": 3, "train.stop_after_epoch": 2}, out, quiet=True)
+    with pytest.raises(RunError, match="has trained 2 epochs; --epochs 1 would not continue"):
+        run(ToyTask(), {"train.epochs": 1}, out, resume=True, quiet=True)
+
+
 def test_checkpoint_of_another_model_is_named_before_loading(tmp_path):
     out = tmp_path / "r"
     run(ToyTask(), {"train.epochs": 2, "train.stop_after_epoch": 1}, out, quiet=True)

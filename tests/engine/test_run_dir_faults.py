@@ -138,11 +138,12 @@ def test_kill_9_during_overwrite_keeps_one_whole_run(tmp_path, toy_plugin):
         assert (out / "last.pt").read_bytes() == old or seed == 7
 
 
-def test_ctrl_c_names_what_is_left(tmp_path, toy_plugin):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_names_what_is_left(tmp_path, toy_plugin, sig):
     out = tmp_path / "r"
     proc = _start(out, "--epochs", "3", "--set", "data.n=6000")
     assert _wait_for(proc, lambda: (out / "config.yaml").exists())
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     err = proc.communicate(timeout=120)[1].strip().splitlines()
     assert proc.returncode == 130
     assert len(err) == 1 and "Traceback" not in err[0]
