@@ -67,9 +67,9 @@ def check_finite(values: Any, where: str) -> None:
     bad = ~np.isfinite(arr)
     if bad.any():
         pos = tuple(int(p) for p in np.unravel_index(int(np.flatnonzero(bad)[0]), arr.shape))
-        kind = "NaN" if np.isnan(arr[pos]) else "Inf"
+        kind = "a NaN" if np.isnan(arr[pos]) else "an Inf"
         raise DataError(
-            f"{where}: {int(bad.sum())} non-finite value(s), the first a {kind} at index {pos}"
+            f"{where}: {int(bad.sum())} non-finite value(s), the first {kind} at index {pos}"
         )
 
 
@@ -129,5 +129,7 @@ def check_task_data(data: Any, where: str = "data") -> None:
             continue
         if len(labels) == 0:
             raise DataError(f"{where}: the {split} split is empty")
+        if getattr(labels, "ndim", 1) > 1:  # soft / one-hot targets (N, K): not class ids
+            continue
         ignore = -1 if loader is data.train else None
         check_labels(labels, k, f"{where}, {split} split", ignore=ignore)

@@ -61,7 +61,7 @@ FAULTS = {
         {"x": _nan_at(np.nan)},
         r"node features: 1 non-finite value\(s\), the first a NaN at index \(3, 0\)",
     ),
-    "inf features": ({"x": _nan_at(np.inf)}, "the first a Inf at index"),
+    "inf features": ({"x": _nan_at(np.inf)}, "the first an Inf at index"),
     "empty train mask": (
         {"train_mask": lambda a: np.zeros(0, np.int64)},
         "the train split is empty",
