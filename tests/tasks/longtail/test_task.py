@@ -13,6 +13,7 @@ from torch import nn
 
 from dnrt_core import tune
 from dnrt_core.engine import build, resolve_config, run
+from dnrt_core.errors import DataError
 from dnrt_core.tuning.sites import cnn_feature_site
 from tasks.longtail import LongTailTask
 from tasks.longtail.data import (
@@ -99,6 +100,10 @@ def test_cifar100_lt_synthetic_pickle(tmp_path: Path, beta: int) -> None:
     root = _write_cifar100(tmp_path)
     task = LongTailTask()
     over = {"data.dataset": "cifar100-lt", "data.data_dir": str(root), "data.imbalance": beta}
+    if min(longtail_profile(12, 100, beta)) < 1:  # 12 images a class: tail classes would be empty
+        with pytest.raises(DataError, match=r"leaves class\(es\) .* without training images"):
+            task.setup(_resolve(**over), device=CPU)
+        over["data.imbalance"] = beta = 12
     data = task.setup(_resolve(**over), device=CPU)
     assert data.num_classes == 100
     assert data.info["class_counts"] == longtail_profile(12, 100, beta)
