@@ -2,8 +2,9 @@
 
 The engine's keys follow :data:`ENGINE_RULES`. A task's own keys keep the type of their
 default: an ``int`` default takes integers only (not ``1.5``, not ``true``), a ``float``
-default finite numbers, a ``bool`` default ``true`` / ``false``; keys whose default is a
-string, a list or ``None`` are the task's to check (``Task.validate_config``).
+default finite numbers, a ``bool`` default ``true`` / ``false`` (``null`` too: tasks use it
+to switch an option off); keys whose default is a string, a list or ``None`` are the task's
+to check (``Task.validate_config``).
 """
 
 from __future__ import annotations
@@ -133,13 +134,14 @@ ENGINE_RULES: dict[str, Rule] = {
 
 
 def rule_from_default(default: Any) -> Rule | None:
-    """The rule a task key takes from its default value (``None``: the task checks it)."""
+    """The rule a task key takes from its default value (``None``: the task checks it).
+    ``null`` stays allowed: tasks use it to switch an option off (``data.crop_pct: null``)."""
     if isinstance(default, bool):
-        return BOOL
+        return Rule("bool", none=True)
     if isinstance(default, int):
-        return Rule("int")
+        return Rule("int", none=True)
     if isinstance(default, float):
-        return Rule("float")
+        return Rule("float", none=True)
     return None
 
 
