@@ -170,7 +170,12 @@ def load_summaries(directory: str | Path) -> list[dict[str, Any]]:
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
-    return [_read_summary(p) for p in sorted(root.rglob("summary.json"))]
+    found = sorted(root.rglob("summary.json"))
+    # hidden folders hold no finished run (a run replaced by --overwrite waits in .replaced-*)
+    found = [
+        p for p in found if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    return [_read_summary(p) for p in found]
 
 
 # --------------------------------------------------------------------------- tables

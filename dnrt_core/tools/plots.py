@@ -347,7 +347,11 @@ def _run_folders(paths: Sequence[str | Path]) -> list[Path]:
         if (p / "metrics.jsonl").is_file():
             found.append(p)
         elif p.is_dir():
-            found += sorted(m.parent for m in p.rglob("metrics.jsonl"))
+            found += sorted(
+                m.parent
+                for m in p.rglob("metrics.jsonl")  # not in hidden folders (.replaced-* runs)
+                if not any(part.startswith(".") for part in m.relative_to(p).parts)
+            )
         else:
             raise FileNotFoundError(f"no such run folder: {p}")
     found = list(dict.fromkeys(found))

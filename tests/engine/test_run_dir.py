@@ -228,3 +228,18 @@ def test_ctrl_c_after_a_checkpoint_names_its_epoch(tmp_path):
     with pytest.raises(RunInterrupted, match=r"last.pt holds epoch 1 \(continue with --resume"):
         run(_InterruptAt(6), {"train.epochs": 3}, out, quiet=True)  # 4 steps per epoch
     assert ckpt_io.load(out / "last.pt")["epoch"] == 1
+
+
+def test_a_run_set_aside_is_not_a_finished_run(tmp_path):
+    """compare --from and plot curves skip the hidden .replaced-* copy of an overwritten run."""
+    from dnrt_core.tools.compare import load_summaries
+    from dnrt_core.tools.plots import _run_folders
+
+    out = tmp_path / "sweep" / "a"
+    run(ToyTask(), FAST, out, quiet=True)
+    aside = out / f"{ASIDE_PREFIX}1"
+    aside.mkdir()
+    for name in ("summary.json", "metrics.jsonl"):
+        (aside / name).write_bytes((out / name).read_bytes())
+    assert [s["_run_dir"] for s in load_summaries(tmp_path / "sweep")] == [str(out)]
+    assert _run_folders([tmp_path / "sweep"]) == [out]
