@@ -58,7 +58,8 @@ class Rule:
 
     def expected(self) -> str:
         if self.kind == "choice":
-            return "one of " + ", ".join(_show(c) for c in self.choices)
+            shown = [_show(c) for c in self.choices]
+            return " or ".join(shown) if len(shown) == 2 else "one of " + ", ".join(shown)
         noun = {"int": "integer", "float": "number"}.get(self.kind)
         if noun is None:
             return "true or false" if self.kind == "bool" else "a string"

@@ -68,9 +68,10 @@ def test_second_run_into_a_busy_folder_is_refused(tmp_path, toy_plugin):
         "wait for it to finish or choose another --out"
     ]
     # the killed holder's lock is taken over; one run's epochs, in order
-    again = "--resume" if (out / "last.pt").exists() or (out / "config.yaml").exists() else ""
+    again = ["--resume"] if (out / "last.pt").exists() or (out / "config.yaml").exists() else []
+    trained = ckpt_io.load(out / "last.pt")["epoch"] if (out / "last.pt").exists() else 0
     done = subprocess.run(
-        [*DNRT, "train", "toy", "--out", str(out), "--quiet", "--epochs", "1", again],
+        [*DNRT, "train", "toy", "--out", str(out), *SLOW, "--epochs", str(trained + 1), *again],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
