@@ -161,19 +161,35 @@ def test_interrupt_names_what_is_left(tmp_path, toy_plugin, sig):
 # --------------------------------------------------------------------------- disk full
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB tmpfs (needs root); skipped, with the reason, where it cannot be mounted."""
-    mount = tmp_path / "disk"
+def _mount_tmpfs(mount: Path, options: str) -> None:
+    """Mount a tmpfs (needs root); skip, with the reason, where it cannot be mounted."""
     mount.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs for the disk-full tests needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        pytest.skip("mounting a tmpfs for the disk tests needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                           capture_output=True, text=True)  # fmt: skip
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip() or done.returncode}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs."""
+    _mount_tmpfs(tmp_path / "disk", "size=2m")
+    yield tmp_path / "disk"
+    subprocess.run(["umount", "-l", str(tmp_path / "disk")], check=False)
+
+
+def test_out_on_a_read_only_disk(tmp_path, toy_plugin):
+    _mount_tmpfs(tmp_path / "ro", "ro,size=1m")
+    try:
+        result = _train(tmp_path / "ro" / "r", "--epochs", "1")
+    finally:
+        subprocess.run(["umount", "-l", str(tmp_path / "ro")], check=False)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: cannot create output folder {tmp_path / 'ro' / 'r'}: Read-only file system"
+    )
 
 
 def _fill(mount: Path, leave: int) -> Path:

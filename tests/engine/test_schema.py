@@ -72,3 +72,16 @@ def test_resume_overrides():
         check_resume_overrides(cfg, {"model.name": "b"}, "x")
     with pytest.raises(ConfigError, match="mech.arr is False there, got 0"):
         check_resume_overrides(cfg, {"mech.arr": 0}, "x")
+
+
+@pytest.mark.parametrize(
+    ("task", "key", "value"),
+    [("longtail", "data.imbalance", float("inf")), ("longtail", "data.imbalance", float("nan")),
+     ("graph", "model.hidden", True), ("graph", "model.dropout", "abc"),
+     ("image", "data.img_size", 16.5)],
+)  # fmt: skip
+def test_builtin_task_keys(task, key, value):
+    from dnrt_core.engine.plugins import load_task
+
+    with pytest.raises(ConfigError, match=rf"^{key} must be"):
+        resolve_config(load_task(task), {key: value})
