@@ -1,7 +1,7 @@
 """The training engine: everything between a task plugin and a finished run folder.
 
 * :mod:`.trainer` — ``run()``, the :class:`Trainer` loop, building, resuming, evaluation;
-* :mod:`.task` — the plugin API (:class:`Task`, :class:`TaskData`);
+* :mod:`.task` — the plugin API (:class:`Task`, :class:`TaskData`, :class:`ConfigOption`);
 * :mod:`.plugins` — task discovery through the ``dnrt.tasks`` entry points;
 * :mod:`.config` — defaults, YAML recipes, ``--set`` overrides and validation;
 * :mod:`.checkpoint` — atomic, ``weights_only`` checkpoints and RNG state;
@@ -11,6 +11,7 @@
 """
 
 from ..mechanisms.names import mechanism_name
+from .config import ConfigOption
 from .task import Task, TaskData
 from .trainer import (
     RUN_FILES,
@@ -36,6 +37,7 @@ from .trainer import (
 __all__ = [
     "RUN_FILES",
     "Built",
+    "ConfigOption",
     "NonFiniteLossError",
     "RunError",
     "Task",

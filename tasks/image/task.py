@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnrt_core.engine import Task, TaskData
+from dnrt_core.engine import ConfigOption, Task, TaskData
 from dnrt_core.engine.data import DROP_LAST, make_loader
 from dnrt_core.errors import unknown_name_error
 from tasks.common.vision import (
@@ -51,6 +51,15 @@ class ImageTask(Task):
     # CIFAR has no official validation split; as in the papers, selection uses the test set
     select_split = "test"
     report_split = "test"
+    options = (
+        ConfigOption("dataset", "data.dataset", str, f"Dataset: {', '.join(DATASETS)}."),
+        ConfigOption("model", "model.name", str, f"Model: {', '.join(available_models())}."),
+        ConfigOption("img_size", "data.img_size", int, "Input size in pixels."),
+        ConfigOption("weak_aug", "data.weak_aug", bool, "Flip + normalise only (no RandAugment)."),
+        ConfigOption(
+            "download", "data.download", bool, "Download CIFAR if missing (needs internet)."
+        ),
+    )
 
     def default_config(self) -> dict[str, Any]:
         return {
