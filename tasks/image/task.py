@@ -62,11 +62,14 @@ class ImageTask(Task):
     )
 
     def default_config(self) -> dict[str, Any]:
+        # the defaults are the first run (README): DNRT ViT-Tiny on the embedded 8x8 digits
+        # shown at 16 px (16 patches) for 6 epochs, >= 90 % test top-1 in about a minute on
+        # 2 CPU cores; every recipe in configs/ sets these keys itself
         return {
             "data": {
                 "dataset": "digits",
                 "batch_size": 32,
-                "img_size": 32,
+                "img_size": 16,
                 "train_subset": None,
                 "test_subset": None,
                 "weak_aug": False,
@@ -79,7 +82,7 @@ class ImageTask(Task):
                 "download": False,
             },
             "model": {"name": "vit_tiny", "drop_path": 0.1},
-            "train": {"epochs": 2, "lr": 1e-3, "warmup_epochs": 0},
+            "train": {"epochs": 6, "lr": 1e-3, "warmup_epochs": 0},
         }
 
     def validate_config(self, cfg: dict[str, Any]) -> None:
