@@ -323,11 +323,12 @@ def _train_command(name: str, task: Task):
         config_options: dict[str, Any],
     ) -> None:
         from dnrt_core.engine import run
+        from dnrt_core.mechanisms.distributed import is_main_process
 
         overrides = _collect_overrides(config_options, act, arr, set_)
         summary = run(task, overrides, out, config_file=config, resume=resume,
                       overwrite=overwrite, quiet=quiet)  # fmt: skip
-        if not quiet and "final" in summary:
+        if not quiet and "final" in summary and is_main_process():
             typer.echo(_next_steps(name, summary))
 
     help_text = (
