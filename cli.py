@@ -8,11 +8,14 @@ import os
 import signal
 import sys
 import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
+
+if TYPE_CHECKING:
+    from dnrt_core.engine import ConfigOption, Task
 
 app = typer.Typer(
     name="dnrt",
@@ -96,60 +99,32 @@ def tasks_cmd() -> None:
 # --------------------------------------------------------------------------- train
 
 
-@dataclass(frozen=True)
-class ConfigOption:
-    """A command-line option that stands for one config key (``--epochs`` -> ``train.epochs``).
+@functools.cache
+def shared_options() -> tuple[ConfigOption, ...]:
+    """Options every task takes; a task adds its own (``Task.options``: backend, imbalance...)."""
+    from dnrt_core.engine.config import ConfigOption as Opt
 
-    ``type`` bool makes a switch (``--x`` sets the key to true; absent leaves it alone).
-    """
-
-    name: str  # Python name; the flag is --name with "_" as "-"
-    key: str  # dotted config key
-    type: type
-    help: str
-
-
-#: every option that sets a config key, defined once for all commands that take them
-CONFIG_OPTIONS = {
-    opt.name: opt
-    for opt in (
-        ConfigOption("epochs", "train.epochs", int, "Training epochs."),
-        ConfigOption("batch_size", "data.batch_size", int, "Batch size."),
-        ConfigOption("lr", "train.lr", float, "Peak learning rate."),
-        ConfigOption("seed", "seed", int, "Random seed."),
-        ConfigOption("device", "device", str, "auto, cpu, cuda, cuda:N."),
-        ConfigOption("arr_lambda", "mech.arr_lambda", float, "ARR weight lambda."),
-        ConfigOption("arr_momentum", "mech.arr_momentum", float, "ARR memory momentum m."),
-        ConfigOption("arr_sites", "mech.arr_sites", str, "ARR site glob, e.g. 'blocks.*'."),
-        ConfigOption("dataset", "data.dataset", str, "Dataset name (see the task's docs)."),
-        ConfigOption("data_dir", "data.data_dir", str, "Folder holding the dataset."),
-        ConfigOption("model", "model.name", str, "Model name."),
-        ConfigOption(
-            "deterministic", "deterministic", bool, "Deterministic kernels (exact resume)."
-        ),
-        ConfigOption(
-            "skip_nonfinite", "train.skip_nonfinite", bool, "Skip batches with NaN/Inf loss."
-        ),
-        ConfigOption("weak_aug", "data.weak_aug", bool, "Flip + normalise only (image tasks)."),
-        ConfigOption("imbalance", "data.imbalance", float, "Long-tail imbalance beta."),
-        ConfigOption("backend", "data.backend", str, "Graph backend: pyg or dgl."),
-        ConfigOption(
-            "sampler", "data.sampler", str,
-            "Graph: full | neighbor; long-tail: none | class-balanced | sqrt.",
-        ),
-        ConfigOption("fanout", "data.fanout", str, "Neighbour fan-out per layer, e.g. 10,5."),
-        ConfigOption(
-            "download", "data.download", bool, "Download the dataset if missing (needs internet)."
-        ),
-        ConfigOption("tensorboard", "train.tensorboard", bool, "Also write TensorBoard curves."),
+    return (
+        Opt("epochs", "train.epochs", int, "Training epochs."),
+        Opt("batch_size", "data.batch_size", int, "Batch size."),
+        Opt("lr", "train.lr", float, "Peak learning rate."),
+        Opt("seed", "seed", int, "Random seed."),
+        Opt("device", "device", str, "auto, cpu, cuda, cuda:N."),
+        Opt("arr_lambda", "mech.arr_lambda", float, "ARR weight lambda."),
+        Opt("arr_momentum", "mech.arr_momentum", float, "ARR memory momentum m."),
+        Opt("arr_sites", "mech.arr_sites", str, "ARR site glob, e.g. 'blocks.*'."),
+        Opt("dataset", "data.dataset", str, "Dataset name (see the task's docs)."),
+        Opt("data_dir", "data.data_dir", str, "Folder holding the dataset."),
+        Opt("model", "model.name", str, "Model name."),
+        Opt("deterministic", "deterministic", bool, "Deterministic kernels (exact resume)."),
+        Opt("skip_nonfinite", "train.skip_nonfinite", bool, "Skip batches with NaN/Inf loss."),
+        Opt("tensorboard", "train.tensorboard", bool, "Also write TensorBoard curves."),
     )
-}  # fmt: skip
-#: the options of ``dnrt train`` (all of them) and ``dnrt compare`` (it sweeps model and seed)
-TRAIN_OPTIONS = tuple(CONFIG_OPTIONS)
-COMPARE_OPTIONS = (
-    "epochs", "batch_size", "lr", "device", "dataset", "data_dir", "weak_aug", "imbalance",
-    "backend",
-)  # fmt: skip
+
+
+#: shared options that ``dnrt compare`` takes; it sweeps model and seed itself
+COMPARE_SHARED = ("epochs", "batch_size", "lr", "device", "dataset", "data_dir")
+COMPARE_SWEPT = ("model", "seed")
 
 ActOpt = Annotated[
     str | None,
@@ -169,10 +144,21 @@ SetOpt = Annotated[
 ]
 
 
-def with_config_options(names: tuple[str, ...]):
-    """Decorator: add the :data:`CONFIG_OPTIONS` ``names`` to a command's Typer options and
-    pass their values to it as one ``config_options`` dict {config key: value} (only the
-    options given on the command line)."""
+def task_options(
+    task: Task, shared: tuple[str, ...] | None = None, skip: tuple[str, ...] = ()
+) -> list[ConfigOption]:
+    """The shared options (all, or those named in ``shared``), each replaced by the task's
+    option of the same name, then the task's others; names in ``skip`` left out."""
+    own = {opt.name: opt for opt in task.options}
+    common = [o for o in shared_options() if shared is None or o.name in shared]
+    merged = [own.pop(opt.name, opt) for opt in common]
+    return [opt for opt in [*merged, *own.values()] if opt.name not in skip]
+
+
+def with_config_options(options: list[ConfigOption]):
+    """Decorator: add ``options`` to a command's Typer options and pass their values to it as
+    one ``config_options`` dict {config key: value} (only the options given on the command
+    line)."""
 
     def decorate(func):
         signature = inspect.signature(func)
@@ -182,27 +168,26 @@ def with_config_options(names: tuple[str, ...]):
             for p in signature.parameters.values()
             if p.name != "config_options"
         ]
-        for name in names:
-            opt = CONFIG_OPTIONS[name]
+        for opt in options:
             if opt.type is bool:
-                annotation = Annotated[bool, typer.Option(help=opt.help)]
+                annotation = Annotated[bool, typer.Option(opt.flag, help=opt.help)]
                 default: Any = False
             else:
-                annotation = Annotated[opt.type | None, typer.Option(help=opt.help)]
+                annotation = Annotated[opt.type | None, typer.Option(opt.flag, help=opt.help)]
                 default = None
             params.append(
                 inspect.Parameter(
-                    name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+                    opt.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
                 )
             )
 
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
             given = {}
-            for name in names:
-                value = kwargs.pop(name)
+            for opt in options:
+                value = kwargs.pop(opt.name)
                 if value is not None and value is not False:
-                    given[CONFIG_OPTIONS[name].key] = value
+                    given[opt.key] = value
             return func(*args, config_options=given, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=params, return_annotation=None)
@@ -229,29 +214,154 @@ def _collect_overrides(
     return overrides
 
 
-@app.command("train")
-@user_errors
-@with_config_options(TRAIN_OPTIONS)
-def train_cmd(
-    task: Annotated[str, typer.Argument(help="Task name (see `dnrt tasks`).")],
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    out: Annotated[  # a str: Path("") would silently be the current folder
-        str | None, typer.Option(help="Output folder (default runs/<task>/...).")
-    ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
-    act: ActOpt = None,
-    arr: ArrOpt = None,
-    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
-    *,
-    config_options: dict[str, Any],
-) -> None:
-    """Train TASK; writes config.yaml, metrics.jsonl, last.pt, best.pt, summary.json to --out."""
-    from dnrt_core.engine import run
+def _tasks_with_flag(flag: str) -> list[str]:
+    """Registered tasks (that import) declaring the option ``flag`` (e.g. ``--weak-aug``)."""
+    from dnrt_core.engine.plugins import PluginError, discover
 
-    overrides = _collect_overrides(config_options, act, arr, set_)
-    run(task, overrides, out, config_file=config, resume=resume, overwrite=overwrite, quiet=quiet)
+    owners = []
+    for name, entry in discover().items():
+        try:
+            task = entry.load()
+        except PluginError:
+            continue
+        if any(opt.flag == flag for opt in task.options):
+            owners.append(name)
+    return owners
+
+
+class TaskCommand(TyperCommand):
+    """One task's command; an option that only other tasks declare is a one-line error
+    naming them (instead of click's generic "No such option")."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        known = {flag for p in self.params for flag in (*p.opts, *p.secondary_opts)}
+        for arg in args:
+            if arg == "--":
+                break
+            flag = arg.split("=", 1)[0]
+            if flag.startswith("--") and flag not in known:
+                owners = [t for t in _tasks_with_flag(flag) if t != self.name]
+                if owners:
+                    tasks = " and ".join(repr(t) for t in owners)
+                    command = " ".join(["dnrt", *ctx.command_path.split()[1:]])
+                    _fail(f"{flag} is an option of task {tasks}, not of {self.name!r} "
+                          f"(`{command} --help` lists its options)")  # fmt: skip
+        return super().parse_args(ctx, args)
+
+
+class TaskCommands(TyperGroup):
+    """A subcommand per registered task (``dnrt.tasks`` entry points), built on use from the
+    shared options and the task's own; subclasses define :meth:`make`."""
+
+    def make(self, name: str, task: Task):
+        raise NotImplementedError
+
+    def list_commands(self, ctx) -> list[str]:
+        from dnrt_core.engine.plugins import discover
+
+        return list(discover())
+
+    def get_command(self, ctx, name: str):
+        from dnrt_core.engine.plugins import PluginError, discover, load_task
+
+        try:
+            task = load_task(name)
+        except PluginError as exc:
+            if name not in discover():  # unknown name: "did you mean ..."
+                _fail(str(exc))
+            return _broken_task_command(name, str(exc))
+        return self.make(name, task)
+
+
+def _command(name: str, help_text: str, func, cls=TaskCommand, **settings):
+    """A Typer command built from ``func`` (whose signature defines its options); the first
+    sentence of ``help_text`` is its line in the group's list."""
+    holder = typer.Typer(add_completion=False)
+    short = help_text.split(". ")[0].rstrip(".")
+    holder.command(name=name, help=help_text, short_help=short, cls=cls, **settings)(func)
+    return typer.main.get_command(holder)
+
+
+def _broken_task_command(name: str, message: str):
+    """Stands in for a plugin that fails to import: listed, and fails in one line when run."""
+
+    def broken() -> None:
+        _fail(message)
+
+    settings = {"ignore_unknown_options": True, "allow_extra_args": True}
+    return _command(name, "[failed to import]", broken, cls=TyperCommand,
+                    context_settings=settings, add_help_option=False)  # fmt: skip
+
+
+def _next_steps(task: str, summary: dict[str, Any]) -> str:
+    """Where the run's files are, and one command comparing it with its GELU baseline."""
+    run_dir = Path(summary["run_dir"])
+    lines = [
+        f"run folder: {run_dir}",
+        f"curves:     {run_dir / 'metrics.jsonl'} (plot: dnrt plot curves {run_dir})",
+        f"checkpoint: {run_dir / 'best.pt'} (score: dnrt eval {run_dir / 'best.pt'})",
+    ]
+    mechanism = summary.get("mechanism")
+    if mechanism not in (None, "gelu"):
+        base = run_dir.with_name(run_dir.name.replace(f"-{mechanism}-", "-gelu-"))
+        if base == run_dir:
+            base = run_dir.with_name(f"{run_dir.name}-gelu")
+        lines += [
+            "compare with the GELU baseline (same config):",
+            f"  dnrt train {task} --config {run_dir / 'config.yaml'} --act gelu --no-arr "
+            f"--out {base} && dnrt plot curves {run_dir} {base} --out {run_dir / 'vs_gelu.png'}",
+        ]
+    return "\n".join(lines)
+
+
+def _train_command(name: str, task: Task):
+    @user_errors
+    @with_config_options(task_options(task))
+    def train(
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        out: Annotated[  # a str: Path("") would silently be the current folder
+            str | None, typer.Option(help="Output folder (default runs/<task>/...).")
+        ] = None,
+        resume: Annotated[
+            bool, typer.Option(help="Continue the run in --out from last.pt.")
+        ] = False,
+        overwrite: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
+        act: ActOpt = None,
+        arr: ArrOpt = None,
+        quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+        *,
+        config_options: dict[str, Any],
+    ) -> None:
+        from dnrt_core.engine import run
+        from dnrt_core.mechanisms.distributed import is_main_process
+
+        overrides = _collect_overrides(config_options, act, arr, set_)
+        summary = run(task, overrides, out, config_file=config, resume=resume,
+                      overwrite=overwrite, quiet=quiet)  # fmt: skip
+        if not quiet and "final" in summary and is_main_process():
+            typer.echo(_next_steps(name, summary))
+
+    help_text = (
+        f"{task.description}. Writes config.yaml, metrics.jsonl, last.pt, best.pt, "
+        "summary.json to --out."
+    )
+    return _command(name, help_text, train)
+
+
+class TrainCommands(TaskCommands):
+    def make(self, name: str, task: Task):
+        return _train_command(name, task)
+
+
+train_app = typer.Typer(
+    cls=TrainCommands,
+    help="Train a task: `dnrt train TASK [options]`; `dnrt train TASK --help` lists the "
+    "shared options and the task's own.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(train_app, name="train")
 
 
 # --------------------------------------------------------------------------- eval
@@ -311,35 +421,44 @@ def _split_list(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
-@app.command("compare")
-@user_errors
-@with_config_options(COMPARE_OPTIONS)
-def compare_cmd(
-    task: Annotated[str, typer.Argument(help="Task name (see `dnrt tasks`).")],
-    acts: Annotated[
-        str | None,
-        typer.Option(help="Mechanisms, comma-separated: e.g. relu,gelu,raa,gelu+arr,dnrt,dpa."),
-    ] = None,
-    models: Annotated[str | None, typer.Option(help="Models, comma-separated.")] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per cell (0..N-1).")] = 1,
-    out: Annotated[Path, typer.Option(help="Sweep folder (finished runs are reused).")] = Path(
-        "runs/compare"
-    ),
-    from_: Annotated[
-        Path | None, typer.Option("--from", help="Only rebuild the table from runs in DIR.")
-    ] = None,
-    metric: Annotated[str | None, typer.Option(help="Metric (default: the task's).")] = None,
-    which: Annotated[str, typer.Option(help="final | best | best_val.")] = "final",
-    export: Annotated[
-        Path | None,
-        typer.Option(help="Also copy each run's summary.json (no checkpoints) under DIR."),
-    ] = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    *,
-    config_options: dict[str, Any],
-) -> None:
-    """Run a mechanism × model × seed sweep and print the paper-style table (markdown + CSV)."""
+def _compare_command(name: str, task: Task):
+    @user_errors
+    @with_config_options(task_options(task, COMPARE_SHARED, skip=COMPARE_SWEPT))
+    def compare_cmd(
+        acts: Annotated[
+            str | None, typer.Option(help="Mechanisms, comma-separated: e.g. gelu,raa,dnrt,dpa.")
+        ] = None,
+        models: Annotated[str | None, typer.Option(help="Models, comma-separated.")] = None,
+        seeds: Annotated[int, typer.Option(help="Seeds per cell (0..N-1).")] = 1,
+        out: Annotated[Path, typer.Option(help="Sweep folder (finished runs are reused).")] = (
+            Path("runs/compare")
+        ),
+        from_: Annotated[
+            Path | None, typer.Option("--from", help="Only rebuild the table from runs in DIR.")
+        ] = None,
+        metric: Annotated[str | None, typer.Option(help="Metric (default: the task's).")] = None,
+        which: Annotated[str, typer.Option(help="final | best | best_val.")] = "final",
+        export: Annotated[
+            Path | None,
+            typer.Option(help="Also copy each run's summary.json (no checkpoints) under DIR."),
+        ] = None,
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        *,
+        config_options: dict[str, Any],
+    ) -> None:
+        _compare(task, acts, models, seeds, out, from_, metric, which, export, config, set_,
+                 config_options)  # fmt: skip
+
+    help_text = (
+        f"{task.description}. A mechanism × model × seed sweep and the paper-style table "
+        "(markdown + CSV)."
+    )
+    return _command(name, help_text, compare_cmd)
+
+
+def _compare(task, acts, models, seeds, out, from_, metric, which, export, config, set_,
+             config_options) -> None:  # fmt: skip
     import functools as ft
 
     from dnrt_core.engine import run
@@ -351,7 +470,9 @@ def compare_cmd(
         if out.exists() and not out.is_dir():
             _fail(f"--out {out} is a file, not a folder")
         base = _collect_overrides(config_options, None, None, set_)
-        plan = compare.plan_sweep(task, _split_list(acts), _split_list(models), seeds, out, base)
+        plan = compare.plan_sweep(
+            task.name, _split_list(acts), _split_list(models), seeds, out, base
+        )
         run_fn = ft.partial(run, task, config_file=config, quiet=True)
         summaries = compare.run_sweep(plan, run_fn)
         source = out
@@ -373,6 +494,21 @@ def compare_cmd(
     (source / "table.csv").write_text(table.to_csv())
     typer.echo(markdown)
     typer.echo(f"\nwritten: {source / 'table.md'}, {source / 'table.csv'}", err=True)
+
+
+class CompareCommands(TaskCommands):
+    def make(self, name: str, task: Task):
+        return _compare_command(name, task)
+
+
+compare_app = typer.Typer(
+    cls=CompareCommands,
+    help="Run a mechanism × model × seed sweep on a task and print the paper-style table: "
+    "`dnrt compare TASK --acts gelu,dnrt --models vit_tiny`.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(compare_app, name="compare")
 
 
 # --------------------------------------------------------------------------- profile

@@ -8,7 +8,8 @@
 * :mod:`dnrt_core.tools` — compare (sweeps and tables), profile, plots.
 
 The mechanisms and ``tune`` need nothing of the engine; the plugin API (``Task``,
-``TaskData``, ``make_loader``, ``EpochSampler``) is imported from here on first use.
+``TaskData``, ``ConfigOption``, ``make_loader``, ``EpochSampler``) is imported from here on
+first use.
 """
 
 import importlib
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ARR",
     "ARRSpec",
+    "ConfigOption",
     "DPA",
     "DPASpec",
     "GDN",
@@ -56,6 +58,7 @@ _compat.install()
 #: the plugin API (what a task plugin needs), imported on first use: name -> module
 _PLUGIN_API = {
     "Task": ".engine.task",
+    "ConfigOption": ".engine.config",
     "TaskData": ".engine.task",
     "make_loader": ".engine.data",
     "EpochSampler": ".engine.data",

@@ -23,10 +23,67 @@ def test_help(args):
     assert "Usage" in result.output
 
 
+#: options each built-in task declares (beside the shared ones), and some it must not show
+TASK_OPTIONS = {
+    "image": (["--weak-aug", "--img-size", "--download", "vit_tiny", "resnet18"], ["--backend"]),
+    "graph": (["--backend", "--sampler", "--fanout", "sage"], ["--weak-aug", "--imbalance"]),
+    "longtail": (["--imbalance", "--sampler", "--weak-aug", "resnet32"], ["--fanout"]),
+}
+SHARED = ["--epochs", "--lr", "--act", "--arr", "--set", "--config", "--out", "--data-dir"]
+
+
+@pytest.mark.parametrize("task", list(TASK_OPTIONS))
+def test_train_help_shows_the_task_options(task):
+    shown, hidden = TASK_OPTIONS[task]
+    result = runner.invoke(app, ["train", task, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for text in [*SHARED, *shown]:
+        assert text in result.output, f"{text} missing from `dnrt train {task} --help`"
+    for flag in hidden:
+        assert flag not in result.output
+    compare = runner.invoke(app, ["compare", task, "--help"], env={"COLUMNS": "200"})
+    assert compare.exit_code == 0, compare.output
+    assert shown[0] in compare.output and "--acts" in compare.output
+    assert "--model " not in compare.output  # compare sweeps --models
+
+
+def test_train_lists_tasks_and_a_broken_plugin(toy_plugin):
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for name in ("image", "graph", "longtail", "toy", "broken"):
+        assert name in result.output
+    broken = runner.invoke(app, ["train", "broken", "--epochs", "1"])
+    assert broken.exit_code == 2
+    assert broken.stderr.strip().count("\n") == 0 and "failed to import" in broken.stderr
+
+
+def test_plugin_options_are_cli_options_and_config_keys(tmp_path, toy_plugin):
+    import yaml
+
+    help_text = runner.invoke(app, ["train", "toy", "--help"], env={"COLUMNS": "200"}).output
+    assert "--width" in help_text and "--spread" in help_text and "--backend" not in help_text
+    base = ["train", "toy", "--epochs", "1", "--quiet"]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--width", "8",
+                                 "--spread", "3.5"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert cfg["model"]["width"] == 8 and cfg["data"]["spread"] == 3.5
+    # data.spread exists only through the option declaration: its default, and --set works
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--set", "data.spread=1.5"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["data"]["spread"] == 1.5
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "c")])
+    assert yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["data"]["spread"] == 2.0
+    # another task rejects the plugin's option, naming the plugin
+    other = runner.invoke(app, ["train", "graph", "--spread", "1"])
+    assert other.exit_code == 2 and "option of task 'toy'" in other.stderr
+
+
 def test_compare_sweep_and_rebuild(tmp_path, toy_plugin):
     out = tmp_path / "sweep"
     args = ["compare", "toy", "--acts", "gelu,dnrt", "--models", "mlp", "--seeds", "2"]
     args += ["--out", str(out), "--epochs", "1", "--export", str(tmp_path / "export")]
+    args += ["--spread", "2.5"]  # the plugin's own option
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "| gelu" in result.output or "gelu |" in result.output

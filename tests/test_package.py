@@ -23,6 +23,7 @@ def test_public_api():
     )
 
     assert set(dnrt_core.__all__) <= set(dir(dnrt_core)) | {
+        "ConfigOption",
         "Task",
         "TaskData",
         "make_loader",
@@ -31,11 +32,12 @@ def test_public_api():
 
 
 def test_plugin_api_from_where_the_readme_says():
-    from dnrt_core import EpochSampler, Task, TaskData, make_loader
+    from dnrt_core import ConfigOption, EpochSampler, Task, TaskData, make_loader
+    from dnrt_core.engine.config import ConfigOption as engine_option
     from dnrt_core.engine.data import EpochSampler as engine_sampler
     from dnrt_core.engine.task import Task as engine_task
 
-    assert Task is engine_task and EpochSampler is engine_sampler
+    assert Task is engine_task and EpochSampler is engine_sampler and ConfigOption is engine_option
     assert callable(make_loader) and TaskData.__dataclass_fields__["num_classes"]
 
 

@@ -56,6 +56,14 @@ CASES = {
     "zero batch size": (["train", "image", "--batch-size", "0"], "data.batch_size must be"),
     "negative epochs": (["train", "image", "--epochs", "-1"], "train.epochs must be"),
     "bad --set syntax": (["train", "image", "--set", "train.lr"], "key=value"),
+    "option of other tasks": (
+        ["train", "graph", "--weak-aug"],
+        "--weak-aug is an option of task 'image' and 'longtail'",
+    ),
+    "option of another task (compare)": (
+        ["compare", "longtail", "--backend", "dgl"],
+        "--backend is an option of task 'graph'",
+    ),
     "missing checkpoint": (["eval", "/no/such/best.pt"], "checkpoint not found"),
 }
 

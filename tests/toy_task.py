@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from dnrt_core import Task, TaskData, make_loader
+from dnrt_core import ConfigOption, Task, TaskData, make_loader
 
 
 class ToyNet(nn.Module):
@@ -30,6 +30,11 @@ class ToyNet(nn.Module):
 class ToyTask(Task):
     name = "toy"
     description = "three gaussian blobs in 8-D (test plugin)"
+    options = (
+        ConfigOption("width", "model.width", int, "Hidden width of the MLP."),
+        # declared here only: the option makes data.spread a config key (default 2.0)
+        ConfigOption("spread", "data.spread", float, "Distance of the blob centres.", 2.0),
+    )
 
     def default_config(self) -> dict[str, Any]:
         return {
@@ -51,7 +56,8 @@ class ToyTask(Task):
         n = int(cfg["data"]["n"])
         k = int(cfg["data"]["classes"])
         y = torch.arange(n) % k
-        x = torch.randn(n, 8, generator=gen) + 2.0 * nn.functional.one_hot(y, 8).float()
+        spread = float(cfg["data"]["spread"])
+        x = torch.randn(n, 8, generator=gen) + spread * nn.functional.one_hot(y, 8).float()
         if cfg["data"]["bad_label"]:
             y = y.clone()
             y[5] = k  # out of range

@@ -1,7 +1,7 @@
 """The training engine: everything between a task plugin and a finished run folder.
 
 * :mod:`.trainer` — ``run()``, the :class:`Trainer` loop, building, resuming, evaluation;
-* :mod:`.task` — the plugin API (:class:`Task`, :class:`TaskData`);
+* :mod:`.task` — the plugin API (:class:`Task`, :class:`TaskData`, :class:`ConfigOption`);
 * :mod:`.plugins` — task discovery through the ``dnrt.tasks`` entry points;
 * :mod:`.config` — defaults, YAML recipes, ``--set`` overrides and validation;
 * :mod:`.run_dir` — locked run folders that never lose or mix a run;
@@ -13,6 +13,7 @@
 """
 
 from ..mechanisms.names import mechanism_name
+from .config import ConfigOption
 from .run_dir import RUN_FILES, RunDir
 from .task import Task, TaskData
 from .trainer import (
@@ -38,6 +39,7 @@ from .trainer import (
 __all__ = [
     "RUN_FILES",
     "Built",
+    "ConfigOption",
     "NonFiniteLossError",
     "RunDir",
     "RunError",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,43 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "tensorboard": False,
     },
 }
+
+
+@dataclass(frozen=True)
+class ConfigOption:
+    """A command-line option that stands for one config key (``--epochs`` -> ``train.epochs``).
+
+    The engine's shared options and each task's own (:attr:`Task.options`) are declared this
+    way; ``dnrt train TASK`` offers both. ``type`` bool makes a switch (``--x`` sets the key
+    to true; absent leaves it alone). ``default`` is the key's value when the task's
+    ``default_config`` does not hold the key, so a plugin can declare a new key here alone.
+    """
+
+    name: str  # Python name; the flag is --name with "_" as "-"
+    key: str  # dotted config key
+    type: type
+    help: str
+    default: Any = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def with_option_keys(defaults: dict[str, Any], options) -> dict[str, Any]:
+    """``defaults`` plus the key of every option in ``options`` it lacks (at its default)."""
+    out = copy.deepcopy(defaults)
+    for opt in options:
+        if opt.key in flatten(out):
+            continue
+        node = out
+        *parents, last = opt.key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"option {opt.flag}: {part!r} in {opt.key!r} is not a section")
+        node[last] = copy.deepcopy(opt.default)
+    return out
 
 
 def flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:

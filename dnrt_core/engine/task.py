@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ConfigOption, with_option_keys
 from .metrics import evaluate_classification
 
 
@@ -57,11 +58,18 @@ class Task:
     #: split used for model selection, and the split reported as final
     select_split: ClassVar[str] = "val"
     report_split: ClassVar[str] = "test"
+    #: the task's own command-line options, each one config key (``dnrt train <name> --help``);
+    #: an option named like a shared one (``model``, ``dataset``) replaces its help text
+    options: ClassVar[tuple[ConfigOption, ...]] = ()
 
     def default_config(self) -> dict[str, Any]:
         """Task defaults: at least ``data`` and ``model`` sections, optionally
         ``train``/``mech`` overrides of the engine defaults."""
         raise NotImplementedError
+
+    def config_defaults(self) -> dict[str, Any]:
+        """:meth:`default_config` plus the keys that only :attr:`options` declare."""
+        return with_option_keys(self.default_config(), self.options)
 
     def validate_config(self, cfg: dict[str, Any]) -> None:
         """Raise ``ValueError`` with a one-line message for bad values (unknown dataset...)."""

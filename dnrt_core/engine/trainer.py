@@ -204,7 +204,7 @@ def resolve_config(
         raise ConfigError(
             f"config file {config_file} is for task {file_cfg['task']!r}, not {task.name!r}"
         )
-    cfg = build_config(task.default_config(), file_cfg, overrides)
+    cfg = build_config(task.config_defaults(), file_cfg, overrides)
     cfg["task"] = task.name
     try:
         task.validate_config(cfg)
@@ -530,7 +530,8 @@ def run(
     overwrite: bool = False,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Train a task end to end; returns the summary (also written to ``summary.json``).
+    """Train a task end to end; returns the summary (written to ``summary.json``) and
+    ``run_dir``, the run folder.
 
     ``overrides`` uses dotted keys, e.g. ``{"data.dataset": "cifar10", "train.epochs": 1}``.
     With ``resume=True`` the run in ``out`` continues from ``last.pt`` with its saved config
@@ -639,7 +640,7 @@ def _run_locked(
         trainer.writer.close()
     if is_distributed():
         dist.barrier()
-    return summary
+    return {**summary, "run_dir": str(out_dir)}
 
 
 # --------------------------------------------------------------------------- evaluation

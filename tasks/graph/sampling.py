@@ -26,7 +26,7 @@ from .backends import Backend
 PYG_SAMPLER_HINT = (
     "sampler 'neighbor' with backend 'pyg' needs pyg-lib or torch-sparse "
     "(MAX_JOBS=2 pip install --no-build-isolation torch-scatter==2.1.2 torch-sparse==0.6.18, "
-    "about 10 minutes to compile); "
+    "10-25 minutes to compile; README: Optional: PyG neighbour sampling); "
     'or use backend dgl (pip install "dnrt[dgl]")'
 )
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnrt_core.engine import Task, TaskData
+from dnrt_core.engine import ConfigOption, Task, TaskData
 from dnrt_core.errors import unknown_name_error
 
 from .backends import BACKENDS, MODELS, get_backend
@@ -44,6 +44,16 @@ class GraphTask(Task):
     name = "graph"
     description = "node classification / fraud detection: GCN, GraphSAGE on PyG or DGL (AUC)"
     primary_metric = "auc"  # set per data set in setup: binary -> auc, multi-class -> top1
+    options = (
+        ConfigOption("dataset", "data.dataset", str, f"Graph: {', '.join(LOADERS)}."),
+        ConfigOption("model", "model.name", str, f"GNN: {', '.join(MODELS)}."),
+        ConfigOption("backend", "data.backend", str, f"Graph library: {', '.join(BACKENDS)}."),
+        ConfigOption(
+            "sampler", "data.sampler", str,
+            "full (whole graph per step) or neighbor (sampled subgraphs).",
+        ),
+        ConfigOption("fanout", "data.fanout", str, "Neighbours sampled per hop, e.g. 10,5."),
+    )  # fmt: skip
 
     def default_config(self) -> dict[str, Any]:
         return {

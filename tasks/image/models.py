@@ -21,8 +21,9 @@ Below 224 px the models use the small-image (CIFAR) configurations:
   (32 -> 4 px, as ResNet-18); ``shufflenet`` torchvision's ``shufflenet_v2_x1_0``
   with a stride-1 first conv and no max-pool.
 
-At ``img_size >= 224`` the native ImageNet configurations are used (patch 16,
-ImageNet stems). ``deit_tiny`` and ``vit_tiny`` share the architecture; DeiT
+The smallest size is 16 px (the embedded digits demo: ViT-Tiny sees 16 patches), 32 px
+for ``pvt_tiny`` and ``vgg11``. At ``img_size >= 224`` the native ImageNet configurations
+are used (patch 16, ImageNet stems). ``deit_tiny`` and ``vit_tiny`` share the architecture; DeiT
 differs only in its training recipe.
 
 ARR sites (``dnrt_core.tune``'s defaults): every transformer block (``blocks.*``,
@@ -48,8 +49,8 @@ from dnrt_core.errors import unknown_name_error
 
 #: at or above this size the native ImageNet configurations are used
 NATIVE_SIZE = 224
-#: smallest supported image size (PVT, VGG and the patch-4 transformers need 32)
-MIN_SIZE = 32
+#: smallest supported image size (PVT and VGG, with five 2x reductions, need 32)
+MIN_SIZE = 16
 
 ActLayer = type[nn.Module] | None
 
@@ -61,6 +62,7 @@ class ImageModelSpec:
     build: Callable[..., nn.Module]
     kind: str  # "transformer" | "cnn"
     summary: str
+    min_size: int = MIN_SIZE  # smallest img_size the model takes
 
 
 # --------------------------------------------------------------------------- helpers
@@ -385,7 +387,7 @@ IMAGE_MODELS: dict[str, ImageModelSpec] = {
         "CaiT-XXS24 (timm cait_xxs24_224; patch 4 below 224 px)",
     ),
     "pvt_tiny": ImageModelSpec(
-        build_pvt_tiny, "transformer", "PVT-v2-b0 (timm pvt_v2_b0; sr ratios 1 below 224 px)"
+        build_pvt_tiny, "transformer", "PVT-v2-b0 (timm pvt_v2_b0; sr ratios 1 below 224 px)", 32
     ),
     "tnt_s": ImageModelSpec(
         build_tnt_s, "transformer",
@@ -394,7 +396,7 @@ IMAGE_MODELS: dict[str, ImageModelSpec] = {
     "resnet18": ImageModelSpec(build_resnet18, "cnn", "ResNet-18 (timm; CIFAR stem below 224 px)"),
     "alexnet": ImageModelSpec(build_alexnet, "cnn", "AlexNet (5-conv CIFAR variant below 224 px)"),
     "vgg11": ImageModelSpec(
-        build_vgg11, "cnn", "VGG-11-BN (torchvision; linear head below 224 px)"
+        build_vgg11, "cnn", "VGG-11-BN (torchvision; linear head below 224 px)", 32
     ),
     "mobilenet": ImageModelSpec(
         build_mobilenet, "cnn", "MobileNetV2 (torchvision; CIFAR strides below 224 px)"
@@ -432,13 +434,14 @@ def create_image_model(
         raise unknown_name_error("model", name, available_models())
     if not isinstance(num_classes, int) or num_classes <= 0:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if img_size < MIN_SIZE:
-        raise ValueError(f"img_size must be at least {MIN_SIZE}, got {img_size}")
+    spec = IMAGE_MODELS[key]
+    if img_size < spec.min_size:
+        raise ValueError(f"{key} needs img_size >= {spec.min_size}, got {img_size}")
     if in_chans <= 0:
         raise ValueError(f"in_chans must be positive, got {in_chans}")
     if not 0.0 <= drop_path < 1.0:
         raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
-    model = IMAGE_MODELS[key].build(num_classes, int(img_size), float(drop_path), act_layer,
+    model = spec.build(num_classes, int(img_size), float(drop_path), act_layer,
                                     int(in_chans))  # fmt: skip
     if getattr(model, "num_classes", None) != num_classes:
         model.num_classes = num_classes

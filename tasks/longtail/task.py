@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnrt_core.engine import Task, TaskData
+from dnrt_core.engine import ConfigOption, Task, TaskData
 from dnrt_core.engine.data import DROP_LAST, make_loader
 from dnrt_core.engine.metrics import evaluate_classification
 from dnrt_core.errors import DataError
@@ -102,6 +102,16 @@ class LongTailTask(Task):
     primary_metric = "top1"
     select_split = "test"  # CIFAR-LT convention: no validation set, report on the balanced test
     report_split = "test"
+    options = (
+        ConfigOption("dataset", "data.dataset", str, f"Dataset: {', '.join(DATASETS)}."),
+        ConfigOption("model", "model.name", str, "Model: resnet32 (or resnet{6n+2}), vit_tiny."),
+        ConfigOption("imbalance", "data.imbalance", float, "Imbalance beta = n_max / n_min."),
+        ConfigOption("sampler", "data.sampler", str, f"Sampler: {', '.join(SAMPLERS)}."),
+        ConfigOption("weak_aug", "data.weak_aug", bool, "Flip only (same as data.aug: flip)."),
+        ConfigOption(
+            "download", "data.download", bool, "Download CIFAR if missing (needs internet)."
+        ),
+    )
 
     def __init__(self) -> None:
         self._class_counts: list[int] | None = None

@@ -33,6 +33,7 @@ def test_run_writes_all_outputs(tmp_path):
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["mech"]["act"] == "raa" and cfg["task"] == "toy"
     saved = json.loads((out / "summary.json").read_text())
+    assert summary.pop("run_dir") == str(out)  # returned beside the summary, not saved in it
     assert saved == json.loads(json.dumps(summary))
     assert saved["mechanism"] == "dnrt" and saved["epochs"] == 2
     assert saved["params"] > 0 and saved["train_time_s"] > 0

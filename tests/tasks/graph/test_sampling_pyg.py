@@ -1,7 +1,7 @@
 """PyG ``NeighborLoader`` mini-batches (backend pyg, sampler neighbor).
 
-They need torch-sparse (or pyg-lib); the README's test command installs torch-scatter and
-torch-sparse. Without them these tests skip with that reason, except in CI, where they fail.
+They need torch-sparse (or pyg-lib): the README's optional set-up step installs torch-scatter
+and torch-sparse. Without them these tests skip with that reason, except in CI, where they fail.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ TINY = {
 @pytest.fixture(autouse=True)
 def pyg_sampler():
     if not pyg_sampler_available():
-        reason = "PyG NeighborLoader needs torch-sparse or pyg-lib (see the README's test command)"
+        reason = (
+            "PyG NeighborLoader needs torch-sparse or pyg-lib "
+            "(README: Optional: PyG neighbour sampling)"
+        )
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; CI must install them")
         pytest.skip(reason)

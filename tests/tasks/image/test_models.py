@@ -84,19 +84,29 @@ def test_unknown_model_names_the_valid_ones_and_closest():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("name", "kwargs"),
     [
-        {"num_classes": 0},
-        {"num_classes": K, "img_size": 16},
-        {"num_classes": K, "img_size": 36},  # not a multiple of patch 4 / PVT's 32
-        {"num_classes": K, "in_chans": 0},
-        {"num_classes": K, "drop_path": 1.0},
+        ("vit_tiny", {"num_classes": 0}),
+        ("vit_tiny", {"num_classes": K, "img_size": 8}),  # below the smallest size, 16
+        ("pvt_tiny", {"num_classes": K, "img_size": 16}),  # PVT and VGG need 32
+        ("vgg11", {"num_classes": K, "img_size": 16}),
+        ("pvt_tiny", {"num_classes": K, "img_size": 36}),  # not a multiple of PVT's 32
+        ("vit_tiny", {"num_classes": K, "img_size": 18}),  # not a multiple of patch 4
+        ("vit_tiny", {"num_classes": K, "in_chans": 0}),
+        ("vit_tiny", {"num_classes": K, "drop_path": 1.0}),
     ],
 )
-def test_bad_arguments_raise(kwargs):
-    name = "pvt_tiny" if kwargs.get("img_size") == 36 else "vit_tiny"
+def test_bad_arguments_raise(name, kwargs):
     with pytest.raises(ValueError):
         create_image_model(name, **kwargs)
+
+
+def test_vit_at_16px_has_16_patches():
+    """The embedded digits demo's size: 4x4 patches of 4 px, plus the class token."""
+    model = create_image_model("vit_tiny", num_classes=K, img_size=16)
+    assert model.patch_embed.num_patches == 16
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 3, 16, 16)).shape == (2, K)
 
 
 def test_names_ignore_case_and_dashes():

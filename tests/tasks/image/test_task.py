@@ -44,6 +44,34 @@ def test_digits_default_via_cli(tmp_path):
     assert f"top1={summary['best']['test']['top1']:.2f}" in ev.output
 
 
+def test_demo_defaults_and_its_gelu_baseline_command(tmp_path, monkeypatch):
+    """``dnrt train image --act dnrt`` (README command 1) trains ViT-Tiny on 16 px digits and
+    ends by naming its files and a baseline command that works as printed."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_config(ImageTask())
+    assert (cfg["data"]["dataset"], cfg["model"]["name"]) == ("digits", "vit_tiny")
+    assert cfg["data"]["img_size"] == 16  # 16 patches: the measured ~1 min demo recipe
+    quick = ["--set", "train.max_steps_per_epoch=2", "--set", "data.test_subset=40"]
+    result = CliRunner().invoke(app, ["train", "image", "--act", "dnrt", "--epochs", "1", *quick])
+    assert result.exit_code == 0, result.output
+    run_dir = Path("runs/image/digits-vit_tiny-dnrt-s0")
+    lines = result.output.splitlines()
+    assert f"run folder: {run_dir}" in lines
+    assert any(line.startswith(f"checkpoint: {run_dir / 'best.pt'}") for line in lines)
+    assert any(line.startswith(f"curves:     {run_dir / 'metrics.jsonl'}") for line in lines)
+    command = lines[-1].strip()
+    for part in command.split(" && "):
+        argv = shlex.split(part)
+        assert argv[0] == "dnrt"
+        step = CliRunner().invoke(app, argv[1:])
+        assert step.exit_code == 0, step.output
+    baseline = json.loads(Path("runs/image/digits-vit_tiny-gelu-s0/summary.json").read_text())
+    assert baseline["mechanism"] == "gelu" and baseline["epochs"] == 1
+    assert (run_dir / "vs_gelu.png").stat().st_size > 10_000
+
+
 def test_real_cifar10_subset_and_exact_eval(real_data, tmp_path):
     overrides = {
         **QUICK,
