@@ -110,6 +110,10 @@ CONFIG_OPTIONS = {
         ConfigOption("arr_lambda", "mech.arr_lambda", float, "ARR weight lambda."),
         ConfigOption("arr_momentum", "mech.arr_momentum", float, "ARR memory momentum m."),
         ConfigOption("arr_sites", "mech.arr_sites", str, "ARR site glob, e.g. 'blocks.*'."),
+        ConfigOption(
+            "arr_placement", "mech.arr_placement", str,
+            "Named ARR placement: last_stage, every_stage, every_block(_pre), every_layer, ...",
+        ),  # fmt: skip
         ConfigOption("dataset", "data.dataset", str, "Dataset name (see the task's docs)."),
         ConfigOption("data_dir", "data.data_dir", str, "Folder holding the dataset."),
         ConfigOption("model", "model.name", str, "Model name."),
@@ -318,6 +322,10 @@ def compare_cmd(
     ] = None,
     metric: Annotated[str | None, typer.Option(help="Metric (default: the task's).")] = None,
     which: Annotated[str, typer.Option(help="final | best | best_val.")] = "final",
+    rows: Annotated[str, typer.Option(help="Summary key of the table rows.")] = "model",
+    cols: Annotated[
+        str, typer.Option(help="Summary key of the columns (e.g. arr_lambda).")
+    ] = "mechanism",
     export: Annotated[
         Path | None,
         typer.Option(help="Also copy each run's summary.json (no checkpoints) under DIR."),
@@ -346,7 +354,7 @@ def compare_cmd(
         if not summaries:
             _fail(f"no finished runs (summary.json) under {from_}")
         source = from_
-    table = compare.build_table(summaries, metric=metric, which=which)
+    table = compare.build_table(summaries, metric=metric, which=which, rows=rows, cols=cols)
     if export is not None:
         for summary in summaries:
             run_dir = Path(summary.get(compare.PATH_KEY) or "")

@@ -26,7 +26,8 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "arr": False,
         "arr_lambda": 10.0,
         "arr_momentum": 0.1,
-        "arr_sites": None,  # None = the paper's placement for the model family
+        "arr_sites": None,  # globs; None = mech.arr_placement
+        "arr_placement": None,  # a named placement (last_stage, every_block, ...); None = default
         "arr_pool": None,
         "arr_target": "after",
         "dpa": False,

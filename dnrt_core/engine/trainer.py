@@ -150,6 +150,7 @@ def build_tuned_model(task: Task, cfg: dict[str, Any], data: TaskData) -> Tuned:
     if mech.get("arr"):
         arr = {
             "sites": mech.get("arr_sites"),
+            "placement": mech.get("arr_placement"),
             "pool": mech.get("arr_pool"),
             "arr_lambda": float(mech["arr_lambda"]),
             "momentum": float(mech["arr_momentum"]),
@@ -558,6 +559,8 @@ def run(
         "mechanism": mechanism_name(cfg["mech"]),
         "act": cfg["mech"].get("act"),
         "arr": bool(cfg["mech"].get("arr")),
+        "arr_placement": built.model.report.arr_placement or "none",
+        "arr_lambda": float(cfg["mech"]["arr_lambda"]) if cfg["mech"].get("arr") else 0.0,
         "dpa": bool(cfg["mech"].get("dpa")) or is_dpa(cfg["mech"].get("act")),
         "seed": cfg["seed"],
         "epochs": trainer.epoch,

@@ -16,12 +16,15 @@ from ..mechanisms.pooling import POOLS
 
 @dataclass
 class ARRSpec:
-    """Where and how ARR acts. ``sites=None`` uses the model family's default placement.
+    """Where and how ARR acts. ``sites=None`` uses ``placement``, a named placement of the
+    model family (:data:`dnrt_core.tuning.sites.ARR_PLACEMENTS`; ``None`` = the family's
+    default). A site ending in ``:in`` takes the module's input as the response.
 
     The total loss is ``L_task + arr_lambda · mean_j L_arr^j`` over the J sites.
     """
 
     sites: str | list[str] | None = None
+    placement: str | None = None
     pool: str | None = None
     arr_lambda: float = 10.0
     momentum: float = 0.1

@@ -63,13 +63,18 @@ class TuneReport:
     act: str | None
     replaced: list[str] = field(default_factory=list)
     arr_sites: list[str] = field(default_factory=list)
+    arr_placement: str | None = None
     dpa_sites: list[str] = field(default_factory=list)
     per_call: dict[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"family={self.family} act={self.act} replaced {len(self.replaced)} activations"]
         if self.arr_sites:
-            lines.append(f"ARR at {len(self.arr_sites)} sites: {', '.join(self.arr_sites)}")
+            where = f" ({self.arr_placement})" if self.arr_placement else ""
+            lines.append(
+                f"ARR at {len(self.arr_sites)} sites{where}: {', '.join(self.arr_sites)}"
+                + (" (:in = the module's input)" if any(":" in s for s in self.arr_sites) else "")
+            )
         if self.dpa_sites:
             lines.append(f"DPA at {len(self.dpa_sites)} sites")
         for name, n in self.per_call.items():
@@ -97,22 +102,29 @@ class Tuned(nn.Module):
         self._arr_sites: dict[str, str] = {}
         self._targets: torch.Tensor | None = None
         self._arr_losses: list[torch.Tensor] = []
+        #: the pooled response (B, d) of each ARR site in the last training forward
+        self._arr_responses: dict[str, torch.Tensor] = {}
         self._checked_reuse = False
         self._register_load_state_dict_pre_hook(self._split_for_load)
 
     # -- construction helpers used by tune()
     def _attach_arr(self, site: str, module: nn.Module, num_classes: int, spec: ARRSpec,
-                    pool: str) -> None:  # fmt: skip
-        key = site.replace(".", "_") or "root"
+                    pool: str, on_input: bool = False) -> None:  # fmt: skip
+        """ARR on ``module``'s output (or, ``on_input``, its first input: a pre-activation)."""
+        key = site.replace(".", "_").replace(":", "_") or "root"
         self.arr[key] = ARR(num_classes, momentum=spec.momentum, target=spec.target)
         self._arr_sites[key] = site
 
-        def hook(_module, _inputs, output, key=key, pool=pool):
+        def record(x, key=key, pool=pool):
             if self.training and self._targets is not None:
-                response = aggregate(output, pool)
+                response = aggregate(x, pool)
+                self._arr_responses[key] = response
                 self._arr_losses.append(self.arr[key](response, self._targets))
 
-        module.register_forward_hook(hook)
+        if on_input:
+            module.register_forward_pre_hook(lambda _m, inputs: record(inputs[0]))
+        else:
+            module.register_forward_hook(lambda _m, _inputs, output: record(output))
 
     def dpa_modules(self) -> list[DPA]:
         return [m for m in self.model.modules() if isinstance(m, DPA)]
@@ -130,6 +142,7 @@ class Tuned(nn.Module):
         # every declared parameter with a default into the positional inputs of the model
         targets: torch.Tensor | None = kwargs.pop("targets", None)
         self._arr_losses = []
+        self._arr_responses = {}
         y = class_indices(targets) if targets is not None else None
         self._targets = y
         for m in self.dpa_modules():
