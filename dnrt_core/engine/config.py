@@ -59,6 +59,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "stop_after_epoch": None,  # end this invocation early; --resume continues the schedule
         "eval_every": 1,
         "tensorboard": False,
+        "diagnostics": False,  # per-epoch ARR measurements in metrics.jsonl (engine.diagnostics)
     },
 }
 

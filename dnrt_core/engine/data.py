@@ -107,9 +107,7 @@ def make_loader(
     )
 
 
-def stratified_split(
-    labels, fraction: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(labels, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded, class-stratified split of ``labels`` (N,) into (train, val) index tensors.
 
     Class k gives ``round(fraction · n_k)`` samples to validation, but always keeps at least

@@ -39,6 +39,7 @@ from ..mechanisms.distributed import is_distributed, is_main_process, world_size
 from ..mechanisms.names import is_dpa, mechanism_name
 from ..tuning import Tuned, tune
 from . import checkpoint as ckpt_io
+from .diagnostics import Diagnostics
 from .config import ConfigError, build_config, dump_yaml, get, load_yaml, set_key, validate
 from .data import indices_sha256
 from .optim import build_optimizer, build_scheduler, scheduler_index
@@ -375,6 +376,7 @@ class Trainer:
             TimeElapsedColumn(), TimeRemainingColumn(), disable=self.quiet, transient=True,
         )  # fmt: skip
         last_eval: dict[str, Any] = {}
+        diag = Diagnostics(self) if self.cfg["train"].get("diagnostics") else None
         with progress:
             stop_after = self.cfg["train"].get("stop_after_epoch")
             while self.epoch < self.epochs:
@@ -385,10 +387,13 @@ class Trainer:
                 self.train_time += time.perf_counter() - start
                 self.epoch += 1
                 record = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"], **record}
+                if diag is not None:
+                    record.update(diag.measure())
                 improved = False
                 every = int(self.cfg["train"]["eval_every"])
                 if self.epoch % every == 0 or self.epoch == self.epochs:
-                    val = self.evaluate(select)
+                    with diag.watch_predictions(select) if diag else contextlib.nullcontext():
+                        val = self.evaluate(select)
                     test = val if select == task.report_split else self.evaluate(task.report_split)
                     last_eval = {"val": val, "test": test}
                     record.update({f"val_{k}": v for k, v in _scalars(val).items()})
@@ -406,6 +411,8 @@ class Trainer:
                             "val": _finite(val),
                             "test": _finite(test),
                         }
+                if diag is not None:
+                    record.update(diag.pop_histogram())
                 record["epoch_time"] = time.perf_counter() - start
                 self._save(record, improved)
                 if not self.quiet:

@@ -131,9 +131,8 @@ def test_val_fraction_selects_on_a_held_out_split(tmp_path):
     train_y = np.asarray(data.train.dataset.labels)
     val_y = np.asarray(data.splits["val"].dataset.labels)
     assert len(train_y) + len(val_y) == 1347 and len(val_y) == data.info["val_size"]
-    assert (
-        np.abs(np.bincount(val_y) / len(val_y) - np.bincount(train_y) / len(train_y)).max() < 0.01
-    )
+    share = np.bincount(val_y) / len(val_y) - np.bincount(train_y) / len(train_y)
+    assert np.abs(share).max() < 0.01
     train_x = {x.tobytes() for x in data.train.dataset.images}
     assert not any(x.tobytes() in train_x for x in data.splits["val"].dataset.images)
     summary = run("image", overrides, tmp_path / "val", quiet=True)
