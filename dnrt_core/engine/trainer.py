@@ -39,9 +39,9 @@ from ..mechanisms.distributed import is_distributed, is_main_process, world_size
 from ..mechanisms.names import is_dpa, mechanism_name
 from ..tuning import Tuned, tune
 from . import checkpoint as ckpt_io
-from .diagnostics import Diagnostics
 from .config import ConfigError, build_config, dump_yaml, get, load_yaml, set_key, validate
 from .data import indices_sha256
+from .diagnostics import Diagnostics
 from .optim import build_optimizer, build_scheduler, scheduler_index
 from .plugins import load_task
 from .task import Task, TaskData
