@@ -479,6 +479,22 @@ def plot_curves_cmd(
     typer.echo(f"wrote {written}")
 
 
+@plot_app.command("diagnostics")
+@user_errors
+def plot_diagnostics_cmd(
+    runs: Annotated[
+        list[Path], typer.Argument(help="One folder per row (e.g. a ReLU-vs-DNRT sweep).")
+    ],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("diagnostics.png"),
+) -> None:
+    """Response RMS at the ARR sites, ARR/task gradient ratio and cosine, predicted classes
+    of runs trained with --set train.diagnostics=true."""
+    from dnrt_core.tools.diagnostics_plot import plot_diagnostics
+
+    written = plot_diagnostics(runs, out)
+    typer.echo(f"wrote {written}")
+
+
 def main() -> None:
     import warnings
 
