@@ -116,6 +116,22 @@ ARR_PLACEMENTS: dict[str, tuple[str, ...]] = {
     "gnn": ("every_layer", "last_layer", "every_layer_pre", "last_layer_pre"),
 }  # fmt: skip
 
+#: what each placement means, for :class:`~dnrt_core.tuning.tuned.TuneReport`
+ARR_PLACEMENT_NOTES = {
+    "every_block": "every block's output, lambda/J each (the released ViT code's placement)",
+    "last_stage": "the pooled output of the last stage, the classifier's input",
+    "every_stage": "the pooled output of every stage, lambda/J each",
+    "last_stage_pre": "the last block's input to its final activation",
+    "every_stage_pre": "each stage's last block, input to its final activation, lambda/J each",
+    "every_block_pre": "every block's input to its final activation, lambda/J each",
+    "every_layer": "every hidden layer's node embeddings (after the activation), lambda/J each",
+    "last_layer": "the last hidden layer's node embeddings (the classifier's input)",
+    "every_layer_pre": "every hidden layer's pre-activation, lambda/J each",
+    "last_layer_pre": "the last hidden layer's pre-activation",
+}
+#: families whose placements are dnrt's reading of the paper (the authors released a ViT only)
+UNRELEASED_FAMILIES = ("cnn", "gnn")
+
 
 def split_site(pattern: str) -> tuple[str, bool]:
     """``"layer4.1.act2:in"`` -> ``("layer4.1.act2", True)``: the glob, and whether the

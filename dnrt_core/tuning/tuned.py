@@ -13,6 +13,7 @@ from torch import nn
 from ..mechanisms import ARR, DPA, GDN, RAA
 from ..mechanisms.dpa import channel_loss
 from ..mechanisms.pooling import aggregate, class_indices
+from .sites import ARR_PLACEMENT_NOTES, UNRELEASED_FAMILIES
 from .specs import ARRSpec, DPASpec
 
 
@@ -70,11 +71,17 @@ class TuneReport:
     def __str__(self) -> str:
         lines = [f"family={self.family} act={self.act} replaced {len(self.replaced)} activations"]
         if self.arr_sites:
-            where = f" ({self.arr_placement})" if self.arr_placement else ""
-            lines.append(
-                f"ARR at {len(self.arr_sites)} sites{where}: {', '.join(self.arr_sites)}"
-                + (" (:in = the module's input)" if any(":" in s for s in self.arr_sites) else "")
-            )
+            lines.append(f"ARR at {len(self.arr_sites)} sites: {', '.join(self.arr_sites)}"
+                         + (" (:in = the module's input)" if any(":" in s for s in self.arr_sites)
+                            else ""))  # fmt: skip
+            note = ARR_PLACEMENT_NOTES.get(self.arr_placement or "")
+            if note:
+                lines.append(f"ARR placement {self.arr_placement}: {note}")
+            if self.family in UNRELEASED_FAMILIES:
+                lines.append(
+                    f"  (no released {self.family.upper()} code: this placement is dnrt's reading "
+                    "of the paper; see docs/results.md, 'Why ARR collapses on CNNs/GNNs')"
+                )
         if self.dpa_sites:
             lines.append(f"DPA at {len(self.dpa_sites)} sites")
         for name, n in self.per_call.items():
@@ -104,6 +111,7 @@ class Tuned(nn.Module):
         self._arr_losses: list[torch.Tensor] = []
         #: the pooled response (B, d) of each ARR site in the last training forward
         self._arr_responses: dict[str, torch.Tensor] = {}
+        self._arr_calls: dict[str, int] = {}
         self._checked_reuse = False
         self._register_load_state_dict_pre_hook(self._split_for_load)
 
@@ -115,7 +123,13 @@ class Tuned(nn.Module):
         self.arr[key] = ARR(num_classes, momentum=spec.momentum, target=spec.target)
         self._arr_sites[key] = site
 
-        def record(x, key=key, pool=pool):
+        def record(x, key=key, pool=pool, site=site):
+            self._arr_calls[key] = self._arr_calls.get(key, 0) + 1
+            if self._arr_calls[key] > 1:
+                raise ValueError(
+                    f"ARR site {site} runs more than once per forward (a reused module, e.g. "
+                    "torchvision's BasicBlock.relu); give ARR sites that run once"
+                )
             if self.training and self._targets is not None:
                 response = aggregate(x, pool)
                 self._arr_responses[key] = response
@@ -143,6 +157,7 @@ class Tuned(nn.Module):
         targets: torch.Tensor | None = kwargs.pop("targets", None)
         self._arr_losses = []
         self._arr_responses = {}
+        self._arr_calls = {}
         y = class_indices(targets) if targets is not None else None
         self._targets = y
         for m in self.dpa_modules():
