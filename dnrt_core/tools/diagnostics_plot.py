@@ -37,10 +37,11 @@ def _response_panel(ax, label: str, color, records: list[dict[str, Any]]) -> Non
         styles = ["-", "--", ":", "-."]
         for j, site in enumerate(sites):
             name = f"{label}" if len(sites) == 1 else f"{label} {site}"
-            ax.plot(epochs, values[:, j], styles[j], color=color, marker="o", ms=3, lw=1.2,
-                    label=name)  # fmt: skip
+            ax.plot(epochs, values[:, j], styles[j], color=color, lw=1.2, label=name,
+                    marker="o" if len(epochs) < 30 else None, ms=3)  # fmt: skip
     else:
-        ax.plot(epochs, np.nanmean(values, 1), color=color, marker="o", ms=3, lw=1.2,
+        ax.plot(epochs, np.nanmean(values, 1), color=color, lw=1.2, ms=3,
+                marker="o" if len(epochs) < 30 else None,
                 label=f"{label} (mean of {len(sites)} sites)")  # fmt: skip
         ax.fill_between(epochs, np.nanmin(values, 1), np.nanmax(values, 1), color=color,
                         alpha=0.2, lw=0)  # fmt: skip
