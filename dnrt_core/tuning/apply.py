@@ -11,6 +11,8 @@ and DPA modules replace the activations at their sites, so no model code is fork
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -18,6 +20,7 @@ from ..mechanisms import DPA, get_activation
 from ..mechanisms.names import is_dpa
 from .sites import (
     ARR_PLACEMENTS,
+    DEFAULT_ARR_LAMBDA,
     FAMILIES,
     default_arr_sites,
     default_dpa_sites,
@@ -112,6 +115,9 @@ def tune(
 
     tuned = Tuned(model, report, arr_spec, dpa_spec)
     if arr_spec is not None:
+        if arr_spec.arr_lambda is None:
+            arr_spec = dataclasses.replace(arr_spec, arr_lambda=DEFAULT_ARR_LAMBDA[family])
+            tuned.arr_spec = arr_spec
         if arr_spec.sites is not None and arr_spec.placement is not None:
             raise ValueError("give ARR sites or an ARR placement, not both")
         if arr_spec.sites is None:
@@ -121,6 +127,7 @@ def tune(
             patterns, pool = ([sites] if isinstance(sites, str) else list(sites)), "auto"
         pool = arr_spec.pool or pool
         check_pool(pool)
+        report.arr_lambda = float(arr_spec.arr_lambda)
         report.arr_placement = arr_spec.placement or (
             ARR_PLACEMENTS[family][0]
             if arr_spec.sites is None and family in ARR_PLACEMENTS

@@ -65,6 +65,7 @@ class TuneReport:
     replaced: list[str] = field(default_factory=list)
     arr_sites: list[str] = field(default_factory=list)
     arr_placement: str | None = None
+    arr_lambda: float | None = None
     dpa_sites: list[str] = field(default_factory=list)
     per_call: dict[str, int] = field(default_factory=dict)
 
@@ -76,7 +77,9 @@ class TuneReport:
                             else ""))  # fmt: skip
             note = ARR_PLACEMENT_NOTES.get(self.arr_placement or "")
             if note:
-                lines.append(f"ARR placement {self.arr_placement}: {note}")
+                lines.append(
+                    f"ARR placement {self.arr_placement}: {note}; lambda {self.arr_lambda:g}"
+                )
             if self.family in UNRELEASED_FAMILIES:
                 lines.append(
                     f"  (no released {self.family.upper()} code: this placement is dnrt's reading "
