@@ -115,6 +115,7 @@ class Tuned(nn.Module):
         #: the pooled response (B, d) of each ARR site in the last training forward
         self._arr_responses: dict[str, torch.Tensor] = {}
         self._arr_calls: dict[str, int] = {}
+        self._in_forward = False
         self._checked_reuse = False
         self._register_load_state_dict_pre_hook(self._split_for_load)
 
@@ -127,6 +128,8 @@ class Tuned(nn.Module):
         self._arr_sites[key] = site
 
         def record(x, key=key, pool=pool, site=site):
+            if not self._in_forward:  # a submodule called on its own, outside this wrapper
+                return
             self._arr_calls[key] = self._arr_calls.get(key, 0) + 1
             if self._arr_calls[key] > 1:
                 raise ValueError(
@@ -166,6 +169,7 @@ class Tuned(nn.Module):
         for m in self.dpa_modules():
             m.set_targets(y)
             m.last_selected = None
+        self._in_forward = True
         try:
             if not self._checked_reuse:
                 return self._first_forward(*args, **kwargs)
@@ -174,6 +178,7 @@ class Tuned(nn.Module):
                     m.position = 0
             return self.model(*args, **kwargs)
         finally:
+            self._in_forward = False
             self._targets = None
             for m in self.dpa_modules():  # again: the first forward may have split some
                 m.set_targets(None)
