@@ -153,7 +153,7 @@ def build_tuned_model(task: Task, cfg: dict[str, Any], data: TaskData) -> Tuned:
             "sites": mech.get("arr_sites"),
             "placement": mech.get("arr_placement"),
             "pool": mech.get("arr_pool"),
-            "arr_lambda": float(mech["arr_lambda"]),
+            "arr_lambda": None if mech.get("arr_lambda") is None else float(mech["arr_lambda"]),
             "momentum": float(mech["arr_momentum"]),
             "target": mech.get("arr_target", "after"),
         }
@@ -567,7 +567,7 @@ def run(
         "act": cfg["mech"].get("act"),
         "arr": bool(cfg["mech"].get("arr")),
         "arr_placement": built.model.report.arr_placement or "none",
-        "arr_lambda": float(cfg["mech"]["arr_lambda"]) if cfg["mech"].get("arr") else 0.0,
+        "arr_lambda": float(built.model.arr_spec.arr_lambda) if built.model.arr_spec else 0.0,
         "dpa": bool(cfg["mech"].get("dpa")) or is_dpa(cfg["mech"].get("act")),
         "seed": cfg["seed"],
         "epochs": trainer.epoch,

@@ -72,6 +72,8 @@ def test_arr_placements_on_torchvision_resnet():
     assert ARR_PLACEMENTS["cnn"][0] == "last_stage" and ARR_PLACEMENTS["gnn"][0] == "every_layer"
     with pytest.raises(ValueError, match="valid: every_layer, last_layer"):
         arr_placement_sites(resnet, "gnn", "every_stage")
+    assert tune(torchvision.models.resnet18(), arr=True).arr_spec.arr_lambda == 1.0  # CNN
+    assert tune(make_vit(depth=2), arr=True).arr_spec.arr_lambda == 10.0  # the paper's ViT
     tuned = tune(resnet, arr={"placement": "every_block"})
     report = str(tuned.report)
     assert "ARR at 8 sites" in report and "ARR placement every_block" in report
