@@ -113,6 +113,12 @@ def shared_options() -> tuple[ConfigOption, ...]:
         Opt("arr_lambda", "mech.arr_lambda", float, "ARR weight lambda."),
         Opt("arr_momentum", "mech.arr_momentum", float, "ARR memory momentum m."),
         Opt("arr_sites", "mech.arr_sites", str, "ARR site glob, e.g. 'blocks.*'."),
+        Opt(
+            "arr_placement",
+            "mech.arr_placement",
+            str,
+            "Named ARR placement: last_stage, every_stage, every_block(_pre), every_layer, ...",
+        ),  # fmt: skip
         Opt("dataset", "data.dataset", str, "Dataset name (see the task's docs)."),
         Opt("data_dir", "data.data_dir", str, "Folder holding the dataset."),
         Opt("model", "model.name", str, "Model name."),
@@ -438,6 +444,10 @@ def _compare_command(name: str, task: Task):
         ] = None,
         metric: Annotated[str | None, typer.Option(help="Metric (default: the task's).")] = None,
         which: Annotated[str, typer.Option(help="final | best | best_val.")] = "final",
+        rows: Annotated[str, typer.Option(help="Summary key of the table rows.")] = "model",
+        cols: Annotated[
+            str, typer.Option(help="Summary key of the columns (e.g. arr_lambda).")
+        ] = "mechanism",
         export: Annotated[
             Path | None,
             typer.Option(help="Also copy each run's summary.json (no checkpoints) under DIR."),
@@ -447,8 +457,8 @@ def _compare_command(name: str, task: Task):
         *,
         config_options: dict[str, Any],
     ) -> None:
-        _compare(task, acts, models, seeds, out, from_, metric, which, export, config, set_,
-                 config_options)  # fmt: skip
+        _compare(task, acts, models, seeds, out, from_, metric, which, rows, cols, export,
+                 config, set_, config_options)  # fmt: skip
 
     help_text = (
         f"{task.description}. A mechanism × model × seed sweep and the paper-style table "
@@ -457,8 +467,8 @@ def _compare_command(name: str, task: Task):
     return _command(name, help_text, compare_cmd)
 
 
-def _compare(task, acts, models, seeds, out, from_, metric, which, export, config, set_,
-             config_options) -> None:  # fmt: skip
+def _compare(task, acts, models, seeds, out, from_, metric, which, rows, cols, export, config,
+             set_, config_options) -> None:  # fmt: skip
     import functools as ft
 
     from dnrt_core.engine import run
@@ -481,7 +491,7 @@ def _compare(task, acts, models, seeds, out, from_, metric, which, export, confi
         if not summaries:
             _fail(f"no finished runs (summary.json) under {from_}")
         source = from_
-    table = compare.build_table(summaries, metric=metric, which=which)
+    table = compare.build_table(summaries, metric=metric, which=which, rows=rows, cols=cols)
     if export is not None:
         for summary in summaries:
             run_dir = Path(summary.get(compare.PATH_KEY) or "")
@@ -641,6 +651,22 @@ def plot_curves_cmd(
     from dnrt_core.tools.plots import plot_curves
 
     written = plot_curves(runs, _png_path(out, "curves.png"), metrics=_split_list(metrics) or None)
+    typer.echo(f"wrote {written}")
+
+
+@plot_app.command("diagnostics")
+@user_errors
+def plot_diagnostics_cmd(
+    runs: Annotated[
+        list[Path], typer.Argument(help="One folder per row (e.g. a ReLU-vs-DNRT sweep).")
+    ],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("diagnostics.png"),
+) -> None:
+    """Response RMS at the ARR sites, ARR/task gradient ratio and cosine, predicted classes
+    of runs trained with --set train.diagnostics=true."""
+    from dnrt_core.tools.diagnostics_plot import plot_diagnostics
+
+    written = plot_diagnostics(runs, out)
     typer.echo(f"wrote {written}")
 
 

@@ -103,6 +103,19 @@ def test_compare_sweep_and_rebuild(tmp_path, toy_plugin):
     assert summary["seed"] == 1 and summary["mechanism"] == "dnrt"
 
 
+def test_compare_placement_by_lambda_table(tmp_path, toy_plugin):
+    """An ARR selection grid: one sweep per (placement, lambda), tabulated by those keys."""
+    for lam in (1, 10):
+        args = ["compare", "toy", "--acts", "dnrt", "--models", "mlp", "--epochs", "1"]
+        args += ["--set", f"mech.arr_lambda={lam}", "--out", str(tmp_path / f"lam{lam}")]
+        assert runner.invoke(app, args).exit_code == 0
+    args = ["compare", "toy", "--from", str(tmp_path), "--rows", "arr_placement"]
+    table = runner.invoke(app, [*args, "--cols", "arr_lambda", "--which", "best_val"])
+    assert table.exit_code == 0, table.output
+    assert "| arr_placement \\ arr_lambda | 1.0 | 10.0 |" in table.stdout
+    assert "| sites |" in table.stdout  # the toy task gives explicit sites
+
+
 def test_compare_needs_acts(tmp_path):
     result = runner.invoke(app, ["compare", "image", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--acts and --models" in result.stderr

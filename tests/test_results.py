@@ -53,5 +53,11 @@ def test_table_matches_summaries(entry):
     folder = doc_and_folder.split(":", 1)[1]
     summaries = load_summaries(REPO / folder)
     assert summaries, f"no summary.json under {folder}"
-    rebuilt = build_table(summaries, metric=opts.get("metric"), which=opts.get("which", "final"))
+    rebuilt = build_table(
+        summaries,
+        metric=opts.get("metric"),
+        which=opts.get("which", "final"),
+        rows=opts.get("rows", "model"),
+        cols=opts.get("cols", "mechanism"),
+    )
     assert table.strip() == rebuilt.to_markdown().strip()

@@ -28,9 +28,10 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "mech": {
         "act": None,  # None keeps the model's own activation
         "arr": False,
-        "arr_lambda": 10.0,
+        "arr_lambda": None,  # None = the family's default (ViT 10, CNN 1, GNN 0.1; see tune)
         "arr_momentum": 0.1,
-        "arr_sites": None,  # None = the paper's placement for the model family
+        "arr_sites": None,  # globs; None = mech.arr_placement
+        "arr_placement": None,  # a named placement (last_stage, every_block, ...); None = default
         "arr_pool": None,
         "arr_target": "after",
         "dpa": False,
@@ -62,6 +63,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "stop_after_epoch": None,  # end this invocation early; --resume continues the schedule
         "eval_every": 1,
         "tensorboard": False,
+        "diagnostics": False,  # per-epoch ARR measurements in metrics.jsonl (engine.diagnostics)
     },
 }
 

@@ -105,3 +105,34 @@ def make_loader(
         persistent_workers=False,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def stratified_split(labels, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded, class-stratified split of ``labels`` (N,) into (train, val) index tensors.
+
+    Class k gives ``round(fraction · n_k)`` samples to validation, but always keeps at least
+    one in training (a class with one sample gives none). Both index tensors are sorted.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    labels = torch.as_tensor(labels).long()
+    gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+    train_parts, val_parts = [], []
+    for k in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == k).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_val = min(int(round(fraction * len(idx))), len(idx) - 1)
+        val_parts.append(idx[:n_val])
+        train_parts.append(idx[n_val:])
+    empty = torch.zeros(0, dtype=torch.long)
+    train = torch.cat(train_parts).sort().values if train_parts else empty
+    val = torch.cat(val_parts).sort().values if val_parts else empty
+    return train, val
+
+
+def check_val_fraction(value) -> None:
+    """``data.val_fraction`` must be ``None``/0 (no validation split) or a number in (0, 1)."""
+    if value in (None, 0, 0.0):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"data.val_fraction must be in [0, 1), got {value!r}")

@@ -104,7 +104,7 @@ ENGINE_RULES: dict[str, Rule] = {
     "data.batch_size": _int(1),
     "data.num_workers": _int(0),
     "mech.arr": BOOL,
-    "mech.arr_lambda": _float(0),
+    "mech.arr_lambda": _float(0, none=True),  # null: the model family's default (tune)
     "mech.arr_momentum": _float(0, 1, open_low=True),
     "mech.arr_target": Rule("choice", choices=("after", "before")),
     "mech.dpa": BOOL,

@@ -50,6 +50,7 @@ from . import checkpoint as ckpt_io
 from .config import ConfigError, build_config, dump_yaml, get, load_yaml, set_key, validate
 from .data import indices_sha256
 from .data_checks import check_task_data
+from .diagnostics import Diagnostics
 from .optim import build_optimizer, build_scheduler, scheduler_index
 from .plugins import load_task
 from .run_dir import RunDir, check_out_arg
@@ -157,8 +158,9 @@ def build_tuned_model(task: Task, cfg: dict[str, Any], data: TaskData) -> Tuned:
     if mech.get("arr"):
         arr = {
             "sites": mech.get("arr_sites"),
+            "placement": mech.get("arr_placement"),
             "pool": mech.get("arr_pool"),
-            "arr_lambda": float(mech["arr_lambda"]),
+            "arr_lambda": None if mech.get("arr_lambda") is None else float(mech["arr_lambda"]),
             "momentum": float(mech["arr_momentum"]),
             "target": mech.get("arr_target", "after"),
         }
@@ -389,6 +391,7 @@ class Trainer:
             TimeElapsedColumn(), TimeRemainingColumn(), disable=self.quiet, transient=True,
         )  # fmt: skip
         last_eval: dict[str, Any] = {}
+        diag = Diagnostics(self) if self.cfg["train"].get("diagnostics") else None
         with progress:
             stop_after = self.cfg["train"].get("stop_after_epoch")
             while self.epoch < self.epochs:
@@ -399,10 +402,13 @@ class Trainer:
                 self.train_time += time.perf_counter() - start
                 self.epoch += 1
                 record = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"], **record}
+                if diag is not None:
+                    record.update(diag.measure())
                 improved = False
                 every = int(self.cfg["train"]["eval_every"])
                 if self.epoch % every == 0 or self.epoch == self.epochs:
-                    val = self.evaluate(select)
+                    with diag.watch_predictions(select) if diag else contextlib.nullcontext():
+                        val = self.evaluate(select)
                     test = val if select == task.report_split else self.evaluate(task.report_split)
                     last_eval = {"val": val, "test": test}
                     record.update({f"val_{k}": v for k, v in _scalars(val).items()})
@@ -420,6 +426,8 @@ class Trainer:
                             "val": _finite(val),
                             "test": _finite(test),
                         }
+                if diag is not None:
+                    record.update(diag.pop_histogram())
                 record["epoch_time"] = time.perf_counter() - start
                 self._save(record, improved)
                 if not self.quiet:
@@ -617,6 +625,8 @@ def _run_locked(
         "mechanism": mechanism_name(cfg["mech"]),
         "act": cfg["mech"].get("act"),
         "arr": bool(cfg["mech"].get("arr")),
+        "arr_placement": built.model.report.arr_placement or "none",
+        "arr_lambda": float(built.model.arr_spec.arr_lambda) if built.model.arr_spec else 0.0,
         "dpa": bool(cfg["mech"].get("dpa")) or is_dpa(cfg["mech"].get("act")),
         "seed": cfg["seed"],
         "epochs": trainer.epoch,

@@ -11,12 +11,16 @@ and DPA modules replace the activations at their sites, so no model code is fork
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from ..mechanisms import DPA, get_activation
 from ..mechanisms.names import is_dpa
 from .sites import (
+    ARR_PLACEMENTS,
+    DEFAULT_ARR_LAMBDA,
     FAMILIES,
     default_arr_sites,
     default_dpa_sites,
@@ -24,6 +28,7 @@ from .sites import (
     infer_num_classes,
     is_activation,
     match_any,
+    split_site,
 )
 from .specs import ARRSpec, DPASpec, as_spec, check_pool
 from .tuned import Tuned, TuneReport
@@ -46,8 +51,10 @@ def tune(
         model: any ``nn.Module`` (modified in place and wrapped).
         act: registry name (``raa``, ``gelu``, ``tau``, ...) or ``dpa`` (TAU + DPA memories);
             ``None`` keeps the model's activations.
-        arr: ``True`` (paper placement), a dict / :class:`ARRSpec` with ``sites``, ``pool``,
-            ``arr_lambda``, ``momentum``, ``target``; ``None``/``False`` for no ARR.
+        arr: ``True`` (the family's default placement), a dict / :class:`ARRSpec` with
+            ``sites`` or ``placement`` (``last_stage``, ``every_block``, ... see
+            :data:`~dnrt_core.tuning.sites.ARR_PLACEMENTS`), ``pool``, ``arr_lambda``,
+            ``momentum``, ``target``; ``None``/``False`` for no ARR.
         dpa: ``True`` or a dict / :class:`DPASpec`; DPA modules replace the activations at
             its sites.
         num_classes: K for the class memories (inferred from the model when possible).
@@ -108,22 +115,37 @@ def tune(
 
     tuned = Tuned(model, report, arr_spec, dpa_spec)
     if arr_spec is not None:
-        patterns, pool = (
-            default_arr_sites(model, family)
-            if arr_spec.sites is None
-            else (
-                [arr_spec.sites] if isinstance(arr_spec.sites, str) else list(arr_spec.sites),
-                "auto",
-            )
-        )
+        if arr_spec.arr_lambda is None:
+            arr_spec = dataclasses.replace(arr_spec, arr_lambda=DEFAULT_ARR_LAMBDA[family])
+            tuned.arr_spec = arr_spec
+        if arr_spec.sites is not None and arr_spec.placement is not None:
+            raise ValueError("give ARR sites or an ARR placement, not both")
+        if arr_spec.sites is None:
+            patterns, pool = default_arr_sites(model, family, arr_spec.placement)
+        else:
+            sites = arr_spec.sites
+            patterns, pool = ([sites] if isinstance(sites, str) else list(sites)), "auto"
         pool = arr_spec.pool or pool
         check_pool(pool)
-        names = [n for n, _ in model.named_modules() if n and match_any(n, patterns)]
-        if not names:
+        report.arr_lambda = float(arr_spec.arr_lambda)
+        report.arr_placement = arr_spec.placement or (
+            ARR_PLACEMENTS[family][0]
+            if arr_spec.sites is None and family in ARR_PLACEMENTS
+            else "sites"
+        )
+        found = False
+        for pattern in patterns:
+            glob, on_input = split_site(pattern)
+            for name, module in model.named_modules():
+                if name and match_any(name, glob):
+                    site = name + (":in" if on_input else "")
+                    if site in report.arr_sites:
+                        continue
+                    tuned._attach_arr(site, module, num_classes, arr_spec, pool, on_input)
+                    report.arr_sites.append(site)
+                    found = True
+        if not found:
             raise ValueError(f"ARR sites {patterns} match no module of this model")
-        for name in names:
-            tuned._attach_arr(name, model.get_submodule(name), num_classes, arr_spec, pool)
-            report.arr_sites.append(name)
     if example_inputs is not None:
         inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         tuned.materialize(*inputs)

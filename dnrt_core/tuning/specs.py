@@ -16,14 +16,19 @@ from ..mechanisms.pooling import POOLS
 
 @dataclass
 class ARRSpec:
-    """Where and how ARR acts. ``sites=None`` uses the model family's default placement.
+    """Where and how ARR acts. ``sites=None`` uses ``placement``, a named placement of the
+    model family (:data:`dnrt_core.tuning.sites.ARR_PLACEMENTS`; ``None`` = the family's
+    default). A site ending in ``:in`` takes the module's input as the response.
+    ``arr_lambda=None`` takes the family's default weight
+    (:data:`dnrt_core.tuning.sites.DEFAULT_ARR_LAMBDA`).
 
     The total loss is ``L_task + arr_lambda · mean_j L_arr^j`` over the J sites.
     """
 
     sites: str | list[str] | None = None
+    placement: str | None = None
     pool: str | None = None
-    arr_lambda: float = 10.0
+    arr_lambda: float | None = None
     momentum: float = 0.1
     target: str = "after"
 

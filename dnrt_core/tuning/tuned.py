@@ -13,6 +13,7 @@ from torch import nn
 from ..mechanisms import ARR, DPA, GDN, RAA
 from ..mechanisms.dpa import channel_loss
 from ..mechanisms.pooling import aggregate, class_indices
+from .sites import ARR_PLACEMENT_NOTES, UNRELEASED_FAMILIES
 from .specs import ARRSpec, DPASpec
 
 
@@ -63,13 +64,27 @@ class TuneReport:
     act: str | None
     replaced: list[str] = field(default_factory=list)
     arr_sites: list[str] = field(default_factory=list)
+    arr_placement: str | None = None
+    arr_lambda: float | None = None
     dpa_sites: list[str] = field(default_factory=list)
     per_call: dict[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"family={self.family} act={self.act} replaced {len(self.replaced)} activations"]
         if self.arr_sites:
-            lines.append(f"ARR at {len(self.arr_sites)} sites: {', '.join(self.arr_sites)}")
+            lines.append(f"ARR at {len(self.arr_sites)} sites: {', '.join(self.arr_sites)}"
+                         + (" (:in = the module's input)" if any(":" in s for s in self.arr_sites)
+                            else ""))  # fmt: skip
+            note = ARR_PLACEMENT_NOTES.get(self.arr_placement or "")
+            if note:
+                lines.append(
+                    f"ARR placement {self.arr_placement}: {note}; lambda {self.arr_lambda:g}"
+                )
+            if self.family in UNRELEASED_FAMILIES:
+                lines.append(
+                    f"  (no released {self.family.upper()} code: this placement is dnrt's reading "
+                    "of the paper; see docs/results.md, 'Why ARR collapses on CNNs/GNNs')"
+                )
         if self.dpa_sites:
             lines.append(f"DPA at {len(self.dpa_sites)} sites")
         for name, n in self.per_call.items():
@@ -97,25 +112,42 @@ class Tuned(nn.Module):
         self._arr_sites: dict[str, str] = {}
         self._targets: torch.Tensor | None = None
         self._arr_losses: list[torch.Tensor] = []
+        #: the pooled response (B, d) of each ARR site in the last training forward
+        self._arr_responses: dict[str, torch.Tensor] = {}
+        self._arr_calls: dict[str, int] = {}
+        self._in_forward = False
         self._checked_reuse = False
         self._register_load_state_dict_pre_hook(self._split_for_load)
 
     # -- construction helpers used by tune()
     def _attach_arr(self, site: str, module: nn.Module, num_classes: int, spec: ARRSpec,
-                    pool: str) -> None:  # fmt: skip
-        key = site.replace(".", "_") or "root"
+                    pool: str, on_input: bool = False) -> None:  # fmt: skip
+        """ARR on ``module``'s output (or, ``on_input``, its first input: a pre-activation)."""
+        key = site.replace(".", "_").replace(":", "_") or "root"
         self.arr[key] = ARR(num_classes, momentum=spec.momentum, target=spec.target)
         self._arr_sites[key] = site
 
-        def hook(_module, _inputs, output, key=key, pool=pool, site=site):
+        def record(x, key=key, pool=pool, site=site):
+            if not self._in_forward:  # a submodule called on its own, outside this wrapper
+                return
+            self._arr_calls[key] = self._arr_calls.get(key, 0) + 1
+            if self._arr_calls[key] > 1:
+                raise ValueError(
+                    f"ARR site {site} runs more than once per forward (a reused module, e.g. "
+                    "torchvision's BasicBlock.relu); give ARR sites that run once"
+                )
             if self.training and self._targets is not None:
                 try:
-                    response = aggregate(output, pool)
+                    response = aggregate(x, pool)
                 except (ValueError, TypeError) as exc:  # e.g. an output without a tensor
                     raise ValueError(f"ARR site {site!r}: {exc}") from None
+                self._arr_responses[key] = response
                 self._arr_losses.append(self.arr[key](response, self._targets))
 
-        module.register_forward_hook(hook)
+        if on_input:
+            module.register_forward_pre_hook(lambda _m, inputs: record(inputs[0]))
+        else:
+            module.register_forward_hook(lambda _m, _inputs, output: record(output))
 
     def dpa_modules(self) -> list[DPA]:
         return [m for m in self.model.modules() if isinstance(m, DPA)]
@@ -133,11 +165,14 @@ class Tuned(nn.Module):
         # every declared parameter with a default into the positional inputs of the model
         targets: torch.Tensor | None = kwargs.pop("targets", None)
         self._arr_losses = []
+        self._arr_responses = {}
+        self._arr_calls = {}
         y = class_indices(targets) if targets is not None else None
         self._targets = y
         for m in self.dpa_modules():
             m.set_targets(y)
             m.last_selected = None
+        self._in_forward = True
         try:
             if not self._checked_reuse:
                 return self._first_forward(*args, **kwargs)
@@ -146,6 +181,7 @@ class Tuned(nn.Module):
                     m.position = 0
             return self.model(*args, **kwargs)
         finally:
+            self._in_forward = False
             self._targets = None
             for m in self.dpa_modules():  # again: the first forward may have split some
                 m.set_targets(None)

@@ -23,7 +23,8 @@ from torch import nn
 
 from .backends import Backend
 
-#: ARR / DPA sites of :class:`GNN` (the hidden layers only, never the classifier)
+#: ARR / DPA sites of :class:`GNN` (the hidden layers only, never the classifier); the ARR
+#: sites are the ``gnn`` family's ``every_layer`` placement (``*_pre``: ``hidden.*.act:in``)
 ARR_SITES = "hidden.*"
 DPA_SITES = "hidden.*.act"
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dnrt_core.engine import ConfigOption, Task, TaskData
-from dnrt_core.engine.data import DROP_LAST, make_loader
+from dnrt_core.engine.data import DROP_LAST, check_val_fraction, make_loader, stratified_split
 from dnrt_core.errors import unknown_name_error
 from tasks.common.vision import (
     CIFAR_MEAN,
@@ -50,6 +50,7 @@ class ImageTask(Task):
     description = "image classification (digits, CIFAR-10/100, ImageFolder) with timm/CNN models"
     primary_metric = "top1"
     # CIFAR has no official validation split; as in the papers, selection uses the test set
+    # unless ``data.val_fraction`` carves a validation split from the training set
     select_split = "test"
     report_split = "test"
     options = (
@@ -73,6 +74,9 @@ class ImageTask(Task):
                 "img_size": 16,
                 "train_subset": None,
                 "test_subset": None,
+                # > 0: hold out this stratified, seeded fraction of the training images
+                # (after train_subset) as ``val``; best.pt is then chosen on it, not on test
+                "val_fraction": 0.0,
                 "weak_aug": False,
                 "auto_augment": "rand-m9-mstd0.5-inc1",
                 "color_jitter": 0.4,
@@ -103,6 +107,7 @@ class ImageTask(Task):
         if data["drop_last"] not in DROP_LAST:
             raise ValueError(f"data.drop_last must be true, false, null or 'odd', "
                              f"got {data['drop_last']!r}")  # fmt: skip
+        check_val_fraction(data.get("val_fraction"))
         if data["dataset"] != "digits" and not data.get("data_dir"):
             raise ValueError(f"dataset {data['dataset']!r} needs --data-dir")
 
@@ -131,6 +136,13 @@ class ImageTask(Task):
         test_idx = _subset(test_y, data["test_subset"], seed)
         if test_idx is not None:
             test_x, test_y = test_x[test_idx], test_y[test_idx]
+        val_xy = None
+        if data.get("val_fraction"):
+            keep, held = stratified_split(train_y, float(data["val_fraction"]), seed)
+            val_xy = train_x[held.numpy()], train_y[held.numpy()]
+            train_x, train_y = train_x[keep.numpy()], train_y[keep.numpy()]
+            base = np.arange(len(keep) + len(held)) if train_idx is None else train_idx
+            train_idx = base[keep.numpy()]
         # flips and RandAugment change what a digit is: the embedded digits train un-augmented,
         # on the uncropped evaluation transform
         digits = data["dataset"] == "digits"
@@ -143,11 +155,19 @@ class ImageTask(Task):
         workers = int(data["num_workers"])
         train_set = ArrayImageDataset(train_x, train_y, train_tf)
         test_set = ArrayImageDataset(test_x, test_y, test_tf)
+        splits = {"test": make_loader(test_set, batch, train=False, num_workers=workers)}
+        info = {"train_size": len(train_set), "test_size": len(test_set)}
+        self.select_split = "test"
+        if val_xy is not None:
+            val_set = ArrayImageDataset(*val_xy, test_tf)
+            splits["val"] = make_loader(val_set, batch, train=False, num_workers=workers)
+            info["val_size"] = len(val_set)
+            self.select_split = "val"
         return TaskData(
             num_classes=num_classes,
             train=self._train_loader(train_set, data, seed),
-            splits={"test": make_loader(test_set, batch, train=False, num_workers=workers)},
-            info={"train_size": len(train_set), "test_size": len(test_set)},
+            splits=splits,
+            info=info,
             train_indices=train_idx,
         )
 
@@ -168,6 +188,8 @@ class ImageTask(Task):
         from torchvision.datasets import ImageFolder
 
         data = cfg["data"]
+        if data.get("val_fraction"):
+            raise DataError("data.val_fraction is not supported for imagefolder data")
         root = Path(data["data_dir"]).expanduser()
         folders = {}
         for split, names in (("train", ("train",)), ("test", ("val", "test"))):

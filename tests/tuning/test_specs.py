@@ -17,7 +17,7 @@ def test_as_spec_forms():
 
 
 def test_lambda_keeps_its_config_name_and_the_old_key_warns():
-    assert ARRSpec().arr_lambda == 10.0 and DPASpec().dpa_lambda == 1.0
+    assert ARRSpec().arr_lambda is None and DPASpec().dpa_lambda == 1.0  # None: the family's
     with pytest.warns(DeprecationWarning, match="'arr_lambda'"):
         assert as_spec({"lam": 2.0}, ARRSpec).arr_lambda == 2.0
     with pytest.warns(DeprecationWarning, match="'dpa_lambda'"):

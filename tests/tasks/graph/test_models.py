@@ -289,3 +289,43 @@ def test_pyg_gcn_exports(mech, onnx_tools, tmp_path):
         path = export_onnx(model, (x, edge_index), tmp_path / f"gcn{dynamo}.onnx", dynamo=dynamo,
                            dynamic_batch=False, optimize=False)  # fmt: skip
         assert max_difference(model, path, (x, edge_index)) < 1e-5
+
+
+@pytest.mark.parametrize("model", ["gcn", "sage"])
+@pytest.mark.parametrize(
+    ("placement", "sites"),
+    [
+        (None, ["hidden.0", "hidden.1"]),
+        ("every_layer", ["hidden.0", "hidden.1"]),
+        ("last_layer", ["hidden.1"]),
+        ("every_layer_pre", ["hidden.0.act:in", "hidden.1.act:in"]),
+        ("last_layer_pre", ["hidden.1.act:in"]),
+    ],
+)
+def test_gnn_arr_placements(model, placement, sites):
+    """GNN placements on a 3-layer GCN / SAGE (two hidden layers): every hidden layer or the
+    last, after or before its activation; the pre-activations take negative values."""
+    task, cfg = make_cfg(**{"model.name": model, "model.num_layers": 3, "mech.act": "relu",
+                            "mech.arr": True, "mech.arr_placement": placement})  # fmt: skip
+    built = build(task, cfg, device=CPU)
+    tuned = built.model
+    assert tuned.report.arr_sites == sites
+    inputs, targets = task.batch_inputs(next(iter(task.train_batches(built.data, 0))), CPU)
+    tuned.train()
+    tuned(*inputs, targets=targets)
+    assert len(tuned._arr_losses) == len(sites)
+    negative = any(bool((r < 0).any()) for r in tuned._arr_responses.values())
+    assert negative == str(placement).endswith("_pre")  # node-wise: ReLU inputs go negative
+
+
+def test_tune_default_arr_on_gnn_is_the_selected_one():
+    """tune(gnn, arr=True): every hidden layer, λ = 0.1 (chosen on Tolokers validation AUC)."""
+    from dnrt_core import tune
+
+    gnn = GNN(get_backend("pyg"), "gcn", 8, 16, 2, num_layers=3)
+    tuned = tune(gnn, act="raa", arr=True, family="gnn")
+    assert tuned.arr_spec.arr_lambda == 0.1
+    assert tuned.report.arr_sites == ["hidden.0", "hidden.1"]
+    assert "ARR placement every_layer" in str(tuned.report) and "lambda 0.1" in str(tuned.report)
+    assert tune(GNN(get_backend("pyg"), "gcn", 8, 16, 2), arr={"arr_lambda": 2.0},
+                family="gnn").arr_spec.arr_lambda == 2.0  # fmt: skip

@@ -252,3 +252,45 @@ def test_native_224_configuration(name):
     model.eval()
     with torch.no_grad():
         assert model(_images(1, size=224)).shape == (1, K)
+
+
+RESNET18_BLOCKS = [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]
+
+
+@pytest.mark.parametrize(
+    ("placement", "sites"),
+    [
+        (None, ["layer4"]),
+        ("last_stage", ["layer4"]),
+        ("every_stage", ["layer1", "layer2", "layer3", "layer4"]),
+        ("every_block", RESNET18_BLOCKS),
+        ("last_stage_pre", ["layer4.1.act2:in"]),
+        ("every_stage_pre", [f"layer{s}.1.act2:in" for s in range(1, 5)]),
+        ("every_block_pre", [f"{b}.act2:in" for b in RESNET18_BLOCKS]),
+    ],
+)
+def test_resnet18_arr_placements(placement, sites):
+    """Each ARR placement of the CNN family on ResNet-18: its sites, J memories, and the loss
+    averaged over the J sites; a ``:in`` site sees the pooled input of the block's final ReLU
+    (the residual sum), the others its non-negative output."""
+    torch.manual_seed(0)
+    model = create_image_model("resnet18", num_classes=K, img_size=32)
+    seen = {}
+    for name, m in model.named_modules():
+        if name.endswith("act2"):
+            m.register_forward_pre_hook(lambda _m, i, n=name: seen.update({n: i[0].mean((2, 3))}))
+    tuned = dnrt_core.tune(model, arr={"placement": placement, "arr_lambda": 2.0})
+    assert tuned.report.arr_sites == sites and len(tuned.arr) == len(sites)
+    assert tuned.report.arr_placement == (placement or "last_stage")
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % K
+    tuned.train()
+    tuned(x, targets=y)
+    losses = torch.stack(tuned._arr_losses)
+    assert len(losses) == len(sites)
+    assert torch.allclose(tuned.aux_loss(), 2.0 * losses.mean())
+    for key, site in tuned._arr_sites.items():
+        response = tuned._arr_responses[key]
+        if site.endswith(":in"):
+            assert torch.allclose(response, seen[site[: -len(":in")]])
+        else:
+            assert response.shape[1] in (64, 128, 256, 512) and bool((response >= 0).all())

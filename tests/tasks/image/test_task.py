@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -145,3 +146,29 @@ def load_digits_labels():
     from tasks.common.vision import load_digits_images
 
     return load_digits_images(train=True)[1]
+
+
+def test_val_fraction_selects_on_a_held_out_split(tmp_path):
+    """With data.val_fraction the validation images come out of the training set, best.pt is
+    chosen on them and the test set plays no part in the choice; without it, test selects."""
+    task = ImageTask()
+    overrides = {**QUICK, "train.epochs": 2, "model.name": "resnet18", "data.val_fraction": 0.2}
+    cfg = resolve_config(task, overrides)
+    data = task.setup(cfg, device=torch.device("cpu"))
+    assert task.select_split == "val" and set(data.splits) == {"val", "test"}
+    train_y = np.asarray(data.train.dataset.labels)
+    val_y = np.asarray(data.splits["val"].dataset.labels)
+    assert len(train_y) + len(val_y) == 1347 and len(val_y) == data.info["val_size"]
+    share = np.bincount(val_y) / len(val_y) - np.bincount(train_y) / len(train_y)
+    assert np.abs(share).max() < 0.01
+    train_x = {x.tobytes() for x in data.train.dataset.images}
+    assert not any(x.tobytes() in train_x for x in data.splits["val"].dataset.images)
+    summary = run("image", overrides, tmp_path / "val", quiet=True)
+    lines = [json.loads(x) for x in (tmp_path / "val" / "metrics.jsonl").read_text().splitlines()]
+    best = max(lines, key=lambda r: r["val_top1"])  # the first epoch wins ties
+    assert summary["best"]["epoch"] == best["epoch"]
+    assert summary["best"]["val"]["top1"] == pytest.approx(best["val_top1"])
+    assert summary["val_size"] == len(val_y)
+    assert ImageTask().select_split == "test"  # the default: no val split, as released
+    task.setup(resolve_config(task, QUICK), device=torch.device("cpu"))
+    assert task.select_split == "test"

@@ -332,3 +332,65 @@ def test_paper_aug_uses_the_released_image_transforms(dataset: str, mean: tuple)
     assert "size=36" in repr(test) and "CenterCrop" in repr(test)
     # the LDAM-DRW recipe keeps its own (CIFAR-10) statistics and no eval crop
     assert "CenterCrop" not in repr(build_lt_transform("crop-flip", False, 32, dataset))
+
+
+def test_val_fraction_is_a_stratified_part_of_the_lt_set(tmp_path: Path) -> None:
+    """data.val_fraction holds out part of every class of the LT training set; selection then
+    uses it by the mean per-class accuracy, and the balanced test set is only reported."""
+    task = LongTailTask()
+    cfg = _resolve(**{"data.val_fraction": 0.2, **FAST})
+    data = task.setup(cfg, device=CPU)
+    assert task.select_split == "val" and task.primary_metric == "balanced_top1"
+    counts = longtail_profile(131, 10, 100)
+    val_counts = np.bincount(data.splits["val"].dataset.labels, minlength=10).tolist()
+    assert val_counts == [min(round(0.2 * n), n - 1) for n in counts]
+    assert [a + b for a, b in zip(data.info["class_counts"], val_counts, strict=True)] == counts
+    train_x = {x.tobytes() for x in data.train.dataset.images}
+    assert not any(x.tobytes() in train_x for x in data.splits["val"].dataset.images)
+    summary = run("longtail", {"train.epochs": 2, "data.val_fraction": 0.2, **FAST},
+                  tmp_path / "val", quiet=True)  # fmt: skip
+    lines = [json.loads(x) for x in (tmp_path / "val" / "metrics.jsonl").read_text().splitlines()]
+    best = max(lines, key=lambda r: r["val_balanced_top1"])
+    assert summary["best"]["epoch"] == best["epoch"]
+    assert summary["primary_metric"] == "balanced_top1"
+    plain = LongTailTask()
+    plain.setup(_resolve(**FAST), device=CPU)
+    assert plain.select_split == "test" and plain.primary_metric == "top1"
+
+
+RESNET32_BLOCKS = [f"layer{s}.{b}" for s in range(1, 4) for b in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("placement", "sites"),
+    [
+        ("last_stage", ["layer3"]),
+        ("every_stage", ["layer1", "layer2", "layer3"]),
+        ("every_block", RESNET32_BLOCKS),
+        ("last_stage_pre", ["layer3.4.act2:in"]),
+        ("every_stage_pre", [f"layer{s}.4.act2:in" for s in range(1, 4)]),
+        ("every_block_pre", [f"{b}.act2:in" for b in RESNET32_BLOCKS]),
+    ],
+)
+def test_resnet32_arr_placements(placement: str, sites: list[str]) -> None:
+    """ARR placements on the CIFAR ResNet-32, through the task's config key."""
+    task = LongTailTask()
+    cfg = _resolve(**{"mech.act": "raa", "mech.arr": True, "mech.arr_placement": placement,
+                      **FAST})  # fmt: skip
+    built = build(task, cfg, device=CPU)
+    assert built.model.report.arr_sites == sites
+    x, y = next(iter(built.data.train))
+    built.model.train()
+    built.model(x, targets=y)
+    assert len(built.model._arr_losses) == len(sites)
+    assert {r.shape[1] for r in built.model._arr_responses.values()} <= {16, 32, 64}
+
+
+def test_arr_placement_and_sites_together_fail() -> None:
+    cfg = _resolve(**{"mech.arr": True, "mech.arr_placement": "every_block",
+                      "mech.arr_sites": "layer3", **FAST})  # fmt: skip
+    with pytest.raises(ValueError, match="not both"):
+        build(LongTailTask(), cfg, device=CPU)
+    cfg = _resolve(**{"mech.arr": True, "mech.arr_placement": "every_layer", **FAST})
+    with pytest.raises(ValueError, match="valid: last_stage, every_stage"):
+        build(LongTailTask(), cfg, device=CPU)
