@@ -454,11 +454,46 @@ def _compare_command(name: str, task: Task):
         ] = None,
         config: ConfigOpt = None,
         set_: SetOpt = None,
+        jobs: Annotated[
+            int | None,
+            typer.Option(
+                help="Runs at once, each in its own process on its GPU or its share of "
+                "the cores (slurm: most array tasks at once)."
+            ),
+        ] = None,
+        launcher: Annotated[
+            str,
+            typer.Option(help="local, slurm, or submitit-local / submitit-debug (no cluster)."),
+        ] = "local",
+        slurm_partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
+        slurm_gpus_per_job: Annotated[
+            int, typer.Option(help="GPUs per run (more than 1: DDP, one rank per GPU).")
+        ] = 0,
+        slurm_time: Annotated[
+            str | None, typer.Option(help="Time limit per run: minutes or D-HH:MM:SS (1 day).")
+        ] = None,
+        slurm_account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
+        slurm_config: Annotated[
+            Path | None,
+            typer.Option(help="YAML with a slurm: section of other submitit settings."),
+        ] = None,
+        slurm_array: Annotated[
+            bool, typer.Option(help="One job array (default) or one job per run.")
+        ] = True,
+        wait: Annotated[
+            bool, typer.Option(help="Slurm: wait for the jobs, then the table.")
+        ] = False,
         *,
         config_options: dict[str, Any],
     ) -> None:
+        launch_options = {
+            "jobs": jobs, "launcher": launcher, "slurm_partition": slurm_partition,
+            "slurm_gpus_per_job": slurm_gpus_per_job, "slurm_time": slurm_time,
+            "slurm_account": slurm_account, "slurm_config": slurm_config,
+            "slurm_array": slurm_array, "wait": wait,
+        }  # fmt: skip
         _compare(task, acts, models, seeds, out, from_, metric, which, rows, cols, export,
-                 config, set_, config_options)  # fmt: skip
+                 config, set_, config_options, launch_options)  # fmt: skip
 
     help_text = (
         f"{task.description}. A mechanism × model × seed sweep and the paper-style table "
@@ -468,7 +503,7 @@ def _compare_command(name: str, task: Task):
 
 
 def _compare(task, acts, models, seeds, out, from_, metric, which, rows, cols, export, config,
-             set_, config_options) -> None:  # fmt: skip
+             set_, config_options, launch_options) -> None:  # fmt: skip
     import functools as ft
 
     from dnrt_core.engine import run
@@ -483,8 +518,14 @@ def _compare(task, acts, models, seeds, out, from_, metric, which, rows, cols, e
         plan = compare.plan_sweep(
             task.name, _split_list(acts), _split_list(models), seeds, out, base
         )
-        run_fn = ft.partial(run, task, config_file=config, quiet=True)
-        summaries = compare.run_sweep(plan, run_fn)
+        failed: list = []
+        if launch_options["launcher"] == "local" and launch_options["jobs"] in (None, 1):
+            run_fn = ft.partial(run, task, config_file=config, quiet=True)
+            summaries = compare.run_sweep(plan, run_fn)
+        else:
+            summaries, failed = _launch(task.name, plan, out, config, base, **launch_options)
+            if summaries is None:  # submitted, not waited for
+                return
         source = out
     else:
         summaries = compare.load_summaries(from_)
@@ -504,6 +545,35 @@ def _compare(task, acts, models, seeds, out, from_, metric, which, rows, cols, e
     (source / "table.csv").write_text(table.to_csv())
     typer.echo(markdown)
     typer.echo(f"\nwritten: {source / 'table.md'}, {source / 'table.csv'}", err=True)
+    if from_ is None and failed:
+        names = ", ".join(item.name for item, _ in failed)
+        _fail(f"{len(failed)} of {len(plan)} runs failed: {names}", code=1)
+
+
+def _launch(task_name, plan, out, config, base, *, jobs, launcher, slurm_partition,
+            slurm_gpus_per_job, slurm_time, slurm_account, slurm_config, slurm_array,
+            wait):  # fmt: skip
+    """--jobs / --launcher: (summaries, failed runs), or (None, []) when the runs were
+    submitted and not waited for."""
+    from dnrt_core.tools.launch import launch_plan
+    from dnrt_core.tools.slurm import SlurmOptions, load_slurm_config
+
+    slurm = SlurmOptions(
+        slurm_partition, slurm_gpus_per_job, slurm_time, slurm_account, slurm_array,
+        extra=load_slurm_config(slurm_config) if slurm_config else {},
+    )  # fmt: skip
+    result = launch_plan(
+        plan, task_name, launcher=launcher, jobs=jobs, slurm=slurm, config_file=config,
+        device=base.get("device"), wait=wait,
+    )  # fmt: skip
+    if result.pending:
+        where = f"`dnrt compare {task_name} --from {out}`"
+        typer.echo(f"{len(result.pending)} run(s) queued; {where} builds the table "
+                   "when they are done", err=True)  # fmt: skip
+        return None, []
+    if not result.summaries:
+        _fail(f"all {len(result.failed)} runs failed (see the lines above)", code=1)
+    return result.summaries, result.failed
 
 
 class CompareCommands(TaskCommands):

@@ -8,7 +8,7 @@ and scheduler factories, and writes to the output folder:
     metrics.jsonl   one JSON line per epoch
     last.pt         the full training state after the latest epoch (atomic)
     best.pt         the same state at the best validation epoch (atomic)
-    summary.json    final and best metrics, time, parameter count
+    summary.json    final and best metrics, time, parameter count, how it was launched
     tb/             TensorBoard curves (``train.tensorboard: true``)
 
 ``--resume`` restores model, optimiser, scheduler, AMP scaler, RNG states,
@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -137,6 +138,41 @@ def _finite(value: Any) -> Any:
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _ranges(values: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
+    parts: list[list[int]] = []
+    for v in values:
+        if parts and parts[-1][1] == v - 1:
+            parts[-1][1] = v
+        else:
+            parts.append([v, v])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
+
+
+def launch_record(device: torch.device, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How a run was started (``summary.json`` ``launch``): the launcher (``inline``,
+    ``torchrun``, or the one named in ``extra``), host, pid, device, visible GPUs, intra-op
+    threads, CPU cores and the Slurm job id if any. Keys in ``extra`` win."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    try:
+        cores: str | None = _ranges(sorted(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        cores = None
+    record = {
+        "launcher": "torchrun" if is_distributed() else "inline",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "device": str(device),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "threads": torch.get_num_threads(),
+        "cores": cores,
+        "job_id": job,
+    }
+    return {**record, **(extra or {})}
 
 
 # --------------------------------------------------------------------------- building
@@ -537,6 +573,7 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
+    launch: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train a task end to end; returns the summary (written to ``summary.json``) and
     ``run_dir``, the run folder.
@@ -545,7 +582,8 @@ def run(
     With ``resume=True`` the run in ``out`` continues from ``last.pt`` with its saved config
     (``overrides`` may then only change ``train.epochs``, ``data.data_dir`` and ``device``).
     The folder is locked for the run and repaired on start (:mod:`.run_dir`); a run that
-    fails before its first checkpoint leaves it as it was.
+    fails before its first checkpoint leaves it as it was. ``launch`` (e.g. the launcher
+    and job id) is added to the ``launch`` record of the summary (see :func:`launch_record`).
     """
     task = load_task(task) if isinstance(task, str) else task
     overrides = dict(overrides or {})
@@ -559,7 +597,7 @@ def run(
     try:
         for note in folder.acquire():
             print(f"{folder.path}: {note}", file=sys.stderr, flush=True)
-        summary = _run_locked(task, folder, cfg, overrides, resume, overwrite, quiet)
+        summary = _run_locked(task, folder, cfg, overrides, resume, overwrite, quiet, launch)
     except BaseException as exc:
         folder.close(failed=True)
         if isinstance(exc, KeyboardInterrupt):
@@ -582,6 +620,7 @@ def _run_locked(
     resume: bool,
     overwrite: bool,
     quiet: bool,
+    launch: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     state = None
     if resume:
@@ -639,6 +678,7 @@ def _run_locked(
         "memories_in_sync": memories_in_sync(built.model),
         "skipped_steps": trainer.skipped_steps,
         **task.summary_extra(built.data, final),
+        "launch": launch_record(built.device, launch),
     }
     if built.data.train_indices is not None:
         summary["data"] = {"train_indices_sha256": indices_sha256(built.data.train_indices)}

@@ -113,12 +113,26 @@ def plan_sweep(
 # --------------------------------------------------------------------------- running
 
 
-def _read_summary(path: Path) -> dict[str, Any]:
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run's ``summary.json`` with ``_run_dir`` (its folder) added."""
     summary = json.loads(path.read_text())
     if not isinstance(summary, dict):
         raise ValueError(f"{path} does not hold a JSON object")
     summary[PATH_KEY] = str(path.parent)
     return summary
+
+
+def run_state(item: SweepRun) -> str:
+    """``done`` (the folder holds ``summary.json``), ``resume`` (``last.pt``) or ``start``."""
+    if (item.run_dir / "summary.json").exists():
+        return "done"
+    return "resume" if (item.run_dir / "last.pt").exists() else "start"
+
+
+def clear_partial(item: SweepRun) -> None:
+    """Remove what a run left before its first checkpoint, so that it can start afresh."""
+    for name in _RUN_FILES:
+        (item.run_dir / name).unlink(missing_ok=True)
 
 
 def run_sweep(
@@ -139,28 +153,22 @@ def run_sweep(
     total = len(plan)
     for i, item in enumerate(plan, 1):
         summary_path = item.run_dir / "summary.json"
-        if summary_path.exists():
-            state = "done"
-        elif (item.run_dir / "last.pt").exists():
-            state = "resume"
-        else:
-            state = "start"
+        state = run_state(item)
         if progress:
             verb = {"done": "finished, skipped", "resume": "resuming", "start": "running"}[state]
             print(f"[{i}/{total}] {item.name}: {verb}", file=sys.stderr, flush=True)
         if state != "done":
             if state == "start":
-                for name in _RUN_FILES:
-                    (item.run_dir / name).unlink(missing_ok=True)
+                clear_partial(item)
             result = run_fn(dict(item.overrides), out=str(item.run_dir), resume=state == "resume")
             if summary_path.exists():
-                result = _read_summary(summary_path)
+                result = read_summary(summary_path)
             elif not isinstance(result, dict):
                 raise RuntimeError(f"{item.run_dir}: run_fn returned no summary")
             else:
                 result = {**result, PATH_KEY: str(item.run_dir)}
         else:
-            result = _read_summary(summary_path)
+            result = read_summary(summary_path)
         summaries.append(result)
     return summaries
 
@@ -175,7 +183,7 @@ def load_summaries(directory: str | Path) -> list[dict[str, Any]]:
     found = [
         p for p in found if not any(part.startswith(".") for part in p.relative_to(root).parts)
     ]
-    return [_read_summary(p) for p in found]
+    return [read_summary(p) for p in found]
 
 
 # --------------------------------------------------------------------------- tables
