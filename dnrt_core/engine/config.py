@@ -61,6 +61,8 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "max_steps_per_epoch": None,
         "stop_after_epoch": None,  # end this invocation early; --resume continues the schedule
         "eval_every": 1,
+        "select_metric": None,  # validation metric that picks best.pt; None = the task's
+        "patience": None,  # stop after this many evaluations without improvement
         "tensorboard": False,
     },
 }
