@@ -197,7 +197,7 @@ def build_config(
     """Resolve the full config; every key of the file and of ``overrides`` must exist."""
     cfg = deep_merge(ENGINE_DEFAULTS, task_defaults)
     for key, value in flatten(file_cfg or {}).items():
-        if key == "task":
+        if key == "task" or key.split(".")[0] == "trials":  # trials: read by `dnrt compare`
             continue
         set_key(cfg, key, value)
     for key, value in (overrides or {}).items():
