@@ -39,7 +39,7 @@ from .graph_data import (
     resplit,
 )
 from .metrics import node_metrics
-from .models import ARR_SITES, DPA_SITES, GNN, HEADS
+from .models import ARR_SITES, DPA_SITES, GNN, HEADS, INITS
 from .sampling import (
     PYG_SAMPLER_HINT,
     DGLNeighborBatches,
@@ -106,6 +106,7 @@ class GraphTask(Task):
                 "batch_norm": False,
                 "head": "conv",  # conv (last layer is a graph conv) | linear (after L convs)
                 "aggr": "mean",  # GraphSAGE aggregator: mean | max | pool
+                "init": "pyg",  # pyg | dgl (DGL's SAGEConv weight init)
             },
             "train": {
                 "epochs": 100,
@@ -144,6 +145,8 @@ class GraphTask(Task):
             raise unknown_name_error("self_loops", d["self_loops"], list(SELF_LOOPS))
         if m["head"] not in HEADS:
             raise unknown_name_error("model.head", m["head"], list(HEADS))
+        if m["init"] not in INITS:
+            raise unknown_name_error("model.init", m["init"], list(INITS))
         if m["aggr"] not in SAGE_AGGRS:
             raise unknown_name_error("model.aggr", m["aggr"], list(SAGE_AGGRS))
         if d["split_ratios"] is not None:
@@ -270,6 +273,7 @@ class GraphTask(Task):
             act_layer=nn.ReLU,
             head=m["head"],
             aggr=m["aggr"],
+            init=m["init"],
         )
 
     def tune_options(self, cfg: dict[str, Any], data: TaskData) -> dict[str, Any]:

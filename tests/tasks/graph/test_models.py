@@ -127,6 +127,7 @@ VARIANTS = [
     ("gcn", {"model.head": "linear"}),
     ("sage", {"model.aggr": "max"}),
     ("sage", {"model.aggr": "pool", "model.head": "linear", "data.self_loops": "add"}),
+    ("sage", {"model.aggr": "pool", "model.init": "dgl"}),
 ]
 
 
@@ -193,6 +194,22 @@ def test_linear_head_after_every_activated_conv():
     assert built.model.report.dpa_sites == ["hidden.0.act", "hidden.1.act"]  # both convs
     with pytest.raises(ValueError, match="model.head"):
         GNN(get_backend("pyg"), "gcn", 8, 16, 2, head="mlp")
+
+
+def test_dgl_init_is_xavier_with_relu_gain_for_sage_only():
+    import math
+
+    torch.manual_seed(0)
+    sage = GNN(get_backend("pyg"), "sage", 10, 32, 2, head="linear", aggr="pool", init="dgl")
+    w = sage.hidden[0].conv.lin_l.weight  # (32, 10)
+    xavier = math.sqrt(2.0) * math.sqrt(6.0 / (10 + 32))
+    assert w.abs().max() <= xavier and w.abs().max() > 1 / math.sqrt(10)  # wider than PyG's
+    assert sage.hidden[0].conv.lin.weight.abs().max() > 1 / math.sqrt(10)
+    torch.manual_seed(0)
+    gcn = GNN(get_backend("pyg"), "gcn", 10, 32, 2, init="dgl")
+    torch.manual_seed(0)
+    plain = GNN(get_backend("pyg"), "gcn", 10, 32, 2)
+    assert torch.equal(gcn.hidden[0].conv.lin.weight, plain.hidden[0].conv.lin.weight)
 
 
 def test_gnn_layout_for_tune():

@@ -69,6 +69,7 @@ def test_validate_config_one_line_errors():
     check({"data.feature_norm": "l2"}, "unknown feature_norm")
     check({"model.head": "mlp"}, "unknown model.head 'mlp'")
     check({"model.aggr": "lstm"}, "unknown model.aggr 'lstm'")
+    check({"model.init": "xavier"}, "unknown model.init 'xavier'")
     check({"data.self_loops": "yes"}, "unknown self_loops 'yes'")
     check({"data.split_ratios": [0.5, 0.6]}, "data.split_ratios must be")
     check({"data.split_seed": "a"}, "data.split_seed must be an integer")
