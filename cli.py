@@ -435,7 +435,13 @@ def _compare_command(name: str, task: Task):
             str | None, typer.Option(help="Mechanisms, comma-separated: e.g. gelu,raa,dnrt,dpa.")
         ] = None,
         models: Annotated[str | None, typer.Option(help="Models, comma-separated.")] = None,
-        seeds: Annotated[int, typer.Option(help="Seeds per cell (0..N-1).")] = 1,
+        seeds: Annotated[
+            int | None,
+            typer.Option(
+                help="Seeds per cell (0..N-1; default 1). With a --config preset that lists "
+                "trials: its first N trials (default all)."
+            ),
+        ] = None,
         out: Annotated[Path, typer.Option(help="Sweep folder (finished runs are reused).")] = (
             Path("runs/compare")
         ),
@@ -496,7 +502,8 @@ def _compare_command(name: str, task: Task):
                  config, set_, config_options, launch_options)  # fmt: skip
 
     help_text = (
-        f"{task.description}. A mechanism × model × seed sweep and the paper-style table "
+        f"{task.description}. A mechanism × model × seed (or preset trial) sweep and the "
+        "paper-style table "
         "(markdown + CSV)."
     )
     return _command(name, help_text, compare_cmd)
@@ -515,8 +522,11 @@ def _compare(task, acts, models, seeds, out, from_, metric, which, rows, cols, e
         if out.exists() and not out.is_dir():
             _fail(f"--out {out} is a file, not a folder")
         base = _collect_overrides(config_options, None, None, set_)
+        trials = compare.preset_trials(config) if config is not None else None
+        if trials is None and seeds is None:
+            seeds = 1
         plan = compare.plan_sweep(
-            task.name, _split_list(acts), _split_list(models), seeds, out, base
+            task.name, _split_list(acts), _split_list(models), seeds, out, base, trials=trials
         )
         failed: list = []
         if launch_options["launcher"] == "local" and launch_options["jobs"] in (None, 1):

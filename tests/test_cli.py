@@ -116,6 +116,22 @@ def test_compare_placement_by_lambda_table(tmp_path, toy_plugin):
     assert "| sites |" in table.stdout  # the toy task gives explicit sites
 
 
+def test_compare_takes_the_trials_from_the_preset(tmp_path, toy_plugin):
+    preset = tmp_path / "toy_preset.yaml"
+    preset.write_text("task: toy\ntrain:\n  epochs: 1\ntrials:\n  seed: [5, 6]\n")
+    out = tmp_path / "sweep"
+    args = ["compare", "toy", "--config", str(preset), "--acts", "gelu", "--models", "mlp"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    done = sorted(p.parent.name for p in out.rglob("summary.json"))
+    assert done == ["mlp__gelu__t0", "mlp__gelu__t1"]
+    seeds = [json.loads((out / d / "summary.json").read_text())["seed"] for d in done]
+    assert seeds == [5, 6] and "n=2" in result.stdout
+    first = runner.invoke(app, [*args, "--out", str(tmp_path / "one"), "--seeds", "1"])
+    assert first.exit_code == 0, first.output
+    assert [p.parent.name for p in (tmp_path / "one").rglob("summary.json")] == ["mlp__gelu__t0"]
+
+
 def test_compare_needs_acts(tmp_path):
     result = runner.invoke(app, ["compare", "image", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--acts and --models" in result.stderr

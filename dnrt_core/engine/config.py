@@ -62,6 +62,8 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "max_steps_per_epoch": None,
         "stop_after_epoch": None,  # end this invocation early; --resume continues the schedule
         "eval_every": 1,
+        "select_metric": None,  # validation metric that picks best.pt; None = the task's
+        "patience": None,  # stop after this many evaluations without improvement
         "tensorboard": False,
         "diagnostics": False,  # per-epoch ARR measurements in metrics.jsonl (engine.diagnostics)
     },
@@ -197,7 +199,7 @@ def build_config(
     """Resolve the full config; every key of the file and of ``overrides`` must exist."""
     cfg = deep_merge(ENGINE_DEFAULTS, task_defaults)
     for key, value in flatten(file_cfg or {}).items():
-        if key == "task":
+        if key == "task" or key.split(".")[0] == "trials":  # trials: read by `dnrt compare`
             continue
         set_key(cfg, key, value)
     for key, value in (overrides or {}).items():

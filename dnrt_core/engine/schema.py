@@ -130,6 +130,8 @@ ENGINE_RULES: dict[str, Rule] = {
     "train.max_steps_per_epoch": _int(1, none=True),
     "train.stop_after_epoch": _int(1, none=True),
     "train.eval_every": _int(1),
+    "train.select_metric": Rule("str", none=True),
+    "train.patience": _int(1, none=True),
     "train.tensorboard": BOOL,
 }
 

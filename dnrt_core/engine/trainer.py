@@ -277,6 +277,9 @@ class Trainer:
             self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.epoch = 0  # completed epochs
         self.best_value: float | None = None
+        self.select_metric = str(tcfg.get("select_metric") or built.task.primary_metric)
+        self.bad_evals = 0  # evaluations since the last improvement (train.patience)
+        self.stopped_early = False
         self.best: dict[str, Any] = {}
         self.train_time = 0.0
         self.skipped_steps = 0
@@ -314,6 +317,8 @@ class Trainer:
             "rng": ckpt_io.rng_state(),
             "best_value": self.best_value,
             "best": self.best,
+            "bad_evals": self.bad_evals,
+            "stopped_early": self.stopped_early,
             "train_time": self.train_time,
             "skipped_steps": self.skipped_steps,
         }
@@ -331,6 +336,8 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.best_value = state["best_value"]
         self.best = state["best"]
+        self.bad_evals = int(state.get("bad_evals", 0))
+        self.stopped_early = bool(state.get("stopped_early", False))
         self.train_time = float(state["train_time"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.saved_epoch = self.epoch
@@ -418,7 +425,8 @@ class Trainer:
         )
 
         task = self.built.task
-        primary = task.primary_metric
+        metric = self.select_metric
+        patience = self.cfg["train"].get("patience")
         select = (
             task.select_split if task.select_split in self.built.data.splits else task.report_split
         )
@@ -430,7 +438,7 @@ class Trainer:
         diag = Diagnostics(self) if self.cfg["train"].get("diagnostics") else None
         with progress:
             stop_after = self.cfg["train"].get("stop_after_epoch")
-            while self.epoch < self.epochs:
+            while self.epoch < self.epochs and not self.stopped_early:
                 if stop_after is not None and self.epoch >= int(stop_after):
                     break
                 start = time.perf_counter()
@@ -449,14 +457,17 @@ class Trainer:
                     last_eval = {"val": val, "test": test}
                     record.update({f"val_{k}": v for k, v in _scalars(val).items()})
                     record.update({f"test_{k}": v for k, v in _scalars(test).items()})
-                    value = val.get(primary)
-                    improved = (
-                        value is not None
-                        and math.isfinite(value)
-                        and (self.best_value is None or value > self.best_value)
-                    )
+                    if metric not in val:
+                        raise RunError(
+                            f"train.select_metric {metric!r} is not a metric of the {select} "
+                            f"split; valid: {', '.join(sorted(_scalars(val)))}"
+                        )
+                    improved = is_improvement(val[metric], self.best_value, metric)
+                    self.bad_evals = 0 if improved else self.bad_evals + 1
+                    if patience is not None and self.bad_evals >= int(patience):
+                        self.stopped_early = True
                     if improved:
-                        self.best_value = float(value)
+                        self.best_value = float(val[metric])
                         self.best = {
                             "epoch": self.epoch,
                             "val": _finite(val),
@@ -476,6 +487,8 @@ class Trainer:
                         f"{k}={v:.4g}" for k, v in shown.items() if isinstance(v, float)
                     )
                     print(f"epoch {self.epoch}/{self.epochs}  {text}", flush=True)
+                    if self.stopped_early:
+                        print(f"early stop: no better val {metric} in {patience} evaluations")
         return last_eval
 
     def _save(self, record: dict[str, Any], improved: bool) -> None:
@@ -495,6 +508,15 @@ class Trainer:
         self.saved_epoch = self.epoch
         if self.on_checkpoint is not None:
             self.on_checkpoint(self.epoch)
+
+
+def is_improvement(value: Any, best: float | None, metric: str) -> bool:
+    """Whether ``value`` beats ``best`` (None = no best yet); lower is better for losses."""
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best if "loss" in metric else value > best
 
 
 def memories_in_sync(model: Tuned) -> bool:
@@ -650,7 +672,7 @@ def _run_locked(
               f"{mechanism_name(cfg['mech'])}  ->  {out_dir}", flush=True)  # fmt: skip
         print(str(built.model.report), flush=True)
     last_eval = trainer.fit()
-    if trainer.epoch < trainer.epochs:  # stop_after_epoch: unfinished, no summary yet
+    if trainer.epoch < trainer.epochs and not trainer.stopped_early:  # stop_after_epoch
         if not trainer.quiet:
             print(f"stopped after epoch {trainer.epoch}; continue with --resume --out {out_dir}")
         return {"stopped_at_epoch": trainer.epoch, "out": str(out_dir)}
@@ -670,6 +692,8 @@ def _run_locked(
         "seed": cfg["seed"],
         "epochs": trainer.epoch,
         "primary_metric": task.primary_metric,
+        "select_metric": trainer.select_metric,
+        "stopped_early": trainer.stopped_early,
         "final": final,
         "best": trainer.best,
         "train_time_s": round(trainer.train_time, 3),

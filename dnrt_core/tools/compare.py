@@ -4,6 +4,10 @@
     >>> summaries = run_sweep(plan, functools.partial(engine.run, "image"))
     >>> print(build_table(summaries).to_markdown())
 
+A protocol preset may list its trials (``trials:`` in the config file, read by
+:func:`preset_trials`); ``plan_sweep(..., trials=...)`` then runs every model ×
+mechanism once per trial instead of once per seed.
+
 A run folder is finished when it holds ``summary.json``; ``run_sweep`` skips those,
 resumes folders that hold ``last.pt`` and starts the others, so an interrupted
 sweep continues where it stopped when run again.
@@ -43,6 +47,7 @@ class SweepRun:
     seed: int
     overrides: dict[str, Any]
     run_dir: Path
+    trial: int | None = None
 
     @property
     def name(self) -> str:
@@ -58,17 +63,43 @@ def run_dir_name(model: str, mechanism: str, seed: int) -> str:
     return f"{_slug(model)}__{_slug(mechanism)}__s{seed}"
 
 
+def preset_trials(config_file: str | Path) -> list[dict[str, Any]] | None:
+    """The trials a config file lists, or None when it lists none.
+
+    ``trials`` maps dotted config keys to equal-length lists; trial ``i`` sets every key
+    to its ``i``-th value, e.g. GADBench's ``{data.split_seed: [3407, 3417, ...],
+    seed: [3407, 3417, ...]}`` (one split and one model seed per trial).
+    """
+    from ..engine.config import ConfigError, load_yaml
+
+    trials = load_yaml(config_file).get("trials")
+    if trials is None:
+        return None
+    lists = isinstance(trials, dict) and all(isinstance(v, list) for v in trials.values())
+    lengths = {len(v) for v in trials.values()} if lists else set()
+    if len(lengths) != 1 or 0 in lengths:
+        raise ConfigError(
+            f"{config_file}: trials must map config keys to non-empty lists of one length"
+        )
+    (n,) = lengths
+    return [{key: values[i] for key, values in trials.items()} for i in range(n)]
+
+
 def plan_sweep(
     task: str,
     mechanisms: Sequence[str],
     models: Sequence[str],
-    seeds: int | Sequence[int],
+    seeds: int | Sequence[int] | None,
     out_dir: str | Path,
     base_overrides: dict[str, Any] | None = None,
+    trials: Sequence[dict[str, Any]] | None = None,
 ) -> list[SweepRun]:
-    """The runs of a model × mechanism × seed sweep (in that nesting order).
+    """The runs of a model × mechanism × seed (or trial) sweep (in that nesting order).
 
     ``seeds``: an int ``n`` means seeds ``0..n-1``; a list is used as given.
+    ``trials`` (e.g. from :func:`preset_trials`): dotted overrides, one dict per trial,
+    run in folders ``<model>__<mechanism>__t<i>``; ``seeds`` is then None (all trials) or
+    an int ``n`` (the first ``n``).
     ``base_overrides`` (dotted keys, e.g. ``{"train.epochs": 10}``) go into every run;
     they may not set the swept keys. Unknown mechanism names raise ``ValueError``
     before anything runs. ``task`` is recorded for messages only: the caller binds it
@@ -76,7 +107,16 @@ def plan_sweep(
     """
     if not task:
         raise ValueError("plan_sweep needs a task name")
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if trials is not None:
+        if seeds is not None and not isinstance(seeds, int):
+            raise ValueError("with trials, seeds must be None or the number of trials to run")
+        trial_list = [dict(t) for t in trials][: seeds if seeds is not None else None]
+        seed_list = [int(t.get("seed", 0)) for t in trial_list]
+    else:
+        if seeds is None:
+            raise ValueError("plan_sweep needs seeds (or trials)")
+        seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+        trial_list = [{"seed": s} for s in seed_list]
     if not seed_list:
         raise ValueError("plan_sweep needs at least one seed")
     mechs = list(dict.fromkeys(normalize(m) for m in mechanisms))
@@ -91,22 +131,30 @@ def plan_sweep(
     clash = sorted(swept & set(base))
     if clash:
         raise ValueError(f"base overrides may not set the swept keys {clash}")
+    clash = sorted((swept - {"seed"}) & {k for t in trial_list for k in t})
+    if clash:
+        raise ValueError(f"trials may not set the swept keys {clash}")
     out = Path(out_dir)
     plan: list[SweepRun] = []
     for model in model_list:
         for mech in mechs:
             act, arr, dpa = resolved[mech]
-            for seed in seed_list:
+            for i, (seed, trial) in enumerate(zip(seed_list, trial_list, strict=True)):
                 overrides = {
                     **base,
+                    **trial,
                     "model.name": model,
                     "mech.act": act,
                     "mech.arr": arr,
                     "mech.dpa": dpa,
                     "seed": seed,
                 }
-                run_dir = out / run_dir_name(model, mech, seed)
-                plan.append(SweepRun(mech, model, seed, overrides, run_dir))
+                if trials is None:
+                    run_dir = out / run_dir_name(model, mech, seed)
+                    plan.append(SweepRun(mech, model, seed, overrides, run_dir))
+                else:
+                    run_dir = out / f"{_slug(model)}__{_slug(mech)}__t{i}"
+                    plan.append(SweepRun(mech, model, seed, overrides, run_dir, trial=i))
     return plan
 
 

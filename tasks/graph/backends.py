@@ -18,16 +18,19 @@ from .graph_data import unique_sorted
 
 BACKENDS = ("pyg", "dgl")
 MODELS = ("gcn", "sage")
+SAGE_AGGRS = ("mean", "max", "pool")
 
 DGL_HINT = 'backend "dgl" needs DGL: pip install "dnrt[dgl]" (dgl==1.1.3)'
 
 
 class Backend:
-    """Interface: ``conv(model, in_dim, out_dim)`` and ``graph(edge_index, num_nodes, model)``."""
+    """Interface: ``conv(model, in_dim, out_dim, aggr)`` and
+    ``graph(edge_index, num_nodes, model)``."""
 
     name = ""
 
-    def conv(self, model: str, in_dim: int, out_dim: int) -> nn.Module:
+    def conv(self, model: str, in_dim: int, out_dim: int, aggr: str = "mean") -> nn.Module:
+        """A ``gcn`` or ``sage`` layer; ``aggr`` (mean | max | pool) is SAGE's aggregator."""
         raise NotImplementedError
 
     def graph(self, edge_index: torch.Tensor, num_nodes: int, model: str) -> Any:
@@ -67,7 +70,7 @@ def adjacency_t(edge_index: torch.Tensor, num_nodes: int, *, gcn: bool) -> torch
 
 
 class PyGBackend(Backend):
-    """``torch_geometric.nn.GCNConv`` / ``SAGEConv(aggr="mean")`` (:mod:`tasks.graph.pyg_conv`)
+    """``torch_geometric.nn.GCNConv`` / ``SAGEConv`` (:mod:`tasks.graph.pyg_conv`)
     on a precomputed sparse adjacency (sparse-matrix products: several times faster on CPU
     than PyG's edge-list gather/scatter).
 
@@ -77,13 +80,13 @@ class PyGBackend(Backend):
 
     name = "pyg"
 
-    def conv(self, model: str, in_dim: int, out_dim: int) -> nn.Module:
+    def conv(self, model: str, in_dim: int, out_dim: int, aggr: str = "mean") -> nn.Module:
         from .pyg_conv import SparseGCNConv, SparseSAGEConv
 
         if model == "gcn":
             return SparseGCNConv(in_dim, out_dim)
         if model == "sage":
-            return SparseSAGEConv(in_dim, out_dim)
+            return SparseSAGEConv(in_dim, out_dim, aggr)
         raise ValueError(f"unknown graph model {model!r}; valid: {', '.join(MODELS)}")
 
     def graph(self, edge_index: torch.Tensor, num_nodes: int, model: str) -> torch.Tensor:
@@ -100,11 +103,11 @@ class DGLBackend(Backend):
 
         self._conv = dgl_conv
 
-    def conv(self, model: str, in_dim: int, out_dim: int) -> nn.Module:
+    def conv(self, model: str, in_dim: int, out_dim: int, aggr: str = "mean") -> nn.Module:
         if model == "gcn":
             return self._conv.DGLGCNConv(in_dim, out_dim)
         if model == "sage":
-            return self._conv.DGLSAGEConv(in_dim, out_dim)
+            return self._conv.DGLSAGEConv(in_dim, out_dim, aggr)
         raise ValueError(f"unknown graph model {model!r}; valid: {', '.join(MODELS)}")
 
     def graph(self, edge_index: torch.Tensor, num_nodes: int, model: str) -> Any:

@@ -1,9 +1,10 @@
-"""DGL twins of PyG's ``GCNConv`` and ``SAGEConv`` (mean): same parameter names, shapes,
-order and initialisation, so a state_dict moves between backends and, for the same seed,
+"""DGL twins of PyG's ``GCNConv`` and ``SAGEConv`` (mean / max / pool): same parameter names,
+shapes, order and initialisation, so a state_dict moves between backends and, for the same seed,
 both give the same weights and (up to float rounding) the same outputs.
 
 Propagation is DGL's ``GraphConv`` without weights (``norm="none"`` with explicit
-edge weights for GCN, ``norm="right"`` = neighbour mean for SAGE).
+edge weights for GCN, ``norm="right"`` = neighbour mean for SAGE); SAGE's max and pool
+use ``update_all`` with a max reducer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import dgl
 import torch
 from dgl.nn import GraphConv
 from torch import nn
+
+from .backends import SAGE_AGGRS
 
 GCN_NORM = "gcn_norm"
 
@@ -55,14 +58,21 @@ class DGLGCNConv(nn.Module):
 
 
 class DGLSAGEConv(nn.Module):
-    """GraphSAGE (mean): ``lin_l(mean_{j in N(i)} x_j) + lin_r(x_i)``.
+    """GraphSAGE: ``lin_l(agg_{j in N(i)} x_j) + lin_r(x_i)`` with ``aggr`` ``mean``,
+    ``max`` or ``pool`` (``max`` of ``relu(lin(x_j))``, DGL's ``aggregator_type="pool"``).
 
-    Shapes: ``x`` ``(N, in_dim)`` -> ``(N, out_dim)``. Parameters ``lin_l.weight``,
-    ``lin_l.bias``, ``lin_r.weight`` exactly as ``torch_geometric.nn.SAGEConv``.
+    Shapes: ``x`` ``(N, in_dim)`` -> ``(N, out_dim)``. Parameters (``lin.*`` for pool),
+    ``lin_l.weight``, ``lin_l.bias``, ``lin_r.weight`` exactly as
+    ``torch_geometric.nn.SAGEConv``; nodes without in-edges aggregate to 0 as there.
     """
 
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, out_dim: int, aggr: str = "mean"):
         super().__init__()
+        if aggr not in SAGE_AGGRS:
+            raise ValueError(f"unknown SAGE aggregator {aggr!r}; valid: {', '.join(SAGE_AGGRS)}")
+        self.aggr = aggr
+        if aggr == "pool":
+            self.lin = nn.Linear(in_dim, in_dim, bias=True)
         self.lin_l = nn.Linear(in_dim, out_dim, bias=True)
         self.lin_r = nn.Linear(in_dim, out_dim, bias=False)
         self.propagate = GraphConv(
@@ -71,8 +81,20 @@ class DGLSAGEConv(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        if self.aggr == "pool":
+            self.lin.reset_parameters()
         self.lin_l.reset_parameters()
         self.lin_r.reset_parameters()
 
+    def _max(self, g: dgl.DGLGraph, h: torch.Tensor) -> torch.Tensor:
+        with g.local_scope():
+            g.srcdata["h"] = h
+            g.update_all(dgl.function.copy_u("h", "m"), dgl.function.max("m", "neigh"))
+            return g.dstdata["neigh"]
+
     def forward(self, x: torch.Tensor, g: dgl.DGLGraph) -> torch.Tensor:
-        return self.lin_l(self.propagate(g, x)) + self.lin_r(x)
+        if self.aggr == "mean":
+            neigh = self.propagate(g, x)
+        else:
+            neigh = self._max(g, torch.relu(self.lin(x)) if self.aggr == "pool" else x)
+        return self.lin_l(neigh) + self.lin_r(x)

@@ -7,7 +7,9 @@ node that is part of the graph but never a target.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +18,7 @@ from dnrt_core.engine.data_checks import check_classes, check_finite, check_labe
 from dnrt_core.errors import DataError
 
 FEATURE_NORMS = ("auto", "standardize", "row", "none")
+SELF_LOOPS = ("keep", "add", "remove")
 
 
 @dataclass
@@ -111,6 +114,58 @@ def stratified_split(
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+def check_split_ratios(ratios: Any) -> None:
+    """``[train, val]`` or ``[train, val, test]`` shares in (0, 1); test is the rest."""
+    ok = isinstance(ratios, (list, tuple)) and len(ratios) in (2, 3)
+    ok = ok and all(isinstance(r, (int, float)) and 0 < r < 1 for r in ratios)
+    ok = ok and ratios[0] + ratios[1] < 1
+    if ok and len(ratios) == 3:
+        ok = abs(sum(ratios) - 1.0) < 1e-6
+    if not ok:
+        raise ValueError(
+            "data.split_ratios must be [train, val] or [train, val, test] shares in (0, 1) "
+            f"(test = the rest, so the three sum to 1), got {ratios!r}"
+        )
+
+
+def ratio_split(
+    labels: np.ndarray, candidates: np.ndarray, ratios: Sequence[float], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified random train/val/test split of ``candidates`` as GADBench carves it.
+
+    ``train`` is a stratified ``ratios[0]`` share of the candidates (scikit-learn's
+    ``train_test_split``, ``random_state=seed``); ``val`` is ``int(n · ratios[1])`` nodes
+    drawn stratified from the rest with the same seed; ``test`` is what remains. The same
+    labels, ratios and seed give GADBench's split exactly. Returns three sorted index arrays.
+    """
+    from sklearn.model_selection import train_test_split
+
+    check_split_ratios(ratios)
+    train_r, val_r = float(ratios[0]), float(ratios[1])
+    candidates = np.asarray(candidates)
+    train, rest = train_test_split(
+        candidates, train_size=train_r, stratify=labels[candidates], random_state=seed
+    )
+    val, test = train_test_split(
+        rest, train_size=int(len(candidates) * val_r), stratify=labels[rest], random_state=seed
+    )
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def resplit(graph: GraphData, ratios: Sequence[float], seed: int) -> GraphData:
+    """``graph`` with its split replaced by :func:`ratio_split` over all target nodes."""
+    candidates = graph.is_target().nonzero().view(-1).numpy()
+    train, val, test = ratio_split(graph.y.numpy(), candidates, ratios, seed)
+    info = {**graph.info, "split": "stratified", "split_ratios": list(ratios), "split_seed": seed}
+    return replace(
+        graph,
+        train_idx=torch.from_numpy(train),
+        val_idx=torch.from_numpy(val),
+        test_idx=torch.from_numpy(test),
+        info=info,
+    )
+
+
 def normalize_features(x: torch.Tensor, method: str) -> torch.Tensor:
     """``standardize``: zero mean / unit variance per feature; ``row``: rows sum to 1
     (PyG's ``NormalizeFeatures``); ``none``. ``x`` is ``(N, F)``."""
@@ -146,9 +201,27 @@ def coalesce_edges(edge_index: torch.Tensor, num_nodes: int, *, undirected: bool
     return torch.from_numpy(np.stack([key // num_nodes, key % num_nodes]))
 
 
-def prepare(graph: GraphData, *, to_undirected: bool, feature_norm: str) -> GraphData:
-    """Coalesced (optionally symmetrised) edges and normalised float32 features."""
-    edge_index = coalesce_edges(graph.edge_index, graph.num_nodes, undirected=to_undirected)
+def set_self_loops(edge_index: torch.Tensor, num_nodes: int, mode: str) -> torch.Tensor:
+    """``keep`` the edges as they are, ``remove`` every self-loop, or ``add``: exactly one
+    self-loop per node (GADBench's ``dgl.add_self_loop`` + ``dgl.to_simple``)."""
+    if mode == "keep":
+        return edge_index
+    if mode not in SELF_LOOPS:
+        raise ValueError(f"unknown self_loops {mode!r}; valid: {', '.join(SELF_LOOPS)}")
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+    if mode == "add":
+        loops = torch.arange(num_nodes, dtype=edge_index.dtype).expand(2, -1)
+        edge_index = torch.cat([edge_index, loops], dim=1)
+    return edge_index
+
+
+def prepare(
+    graph: GraphData, *, to_undirected: bool, feature_norm: str, self_loops: str = "keep"
+) -> GraphData:
+    """Coalesced (optionally symmetrised) simple-graph edges, self-loops as ``self_loops``
+    says (:func:`set_self_loops`), and normalised float32 features."""
+    edge_index = set_self_loops(graph.edge_index, graph.num_nodes, self_loops)
+    edge_index = coalesce_edges(edge_index, graph.num_nodes, undirected=to_undirected)
     method = graph.feature_norm if feature_norm == "auto" else feature_norm
     x = normalize_features(graph.x.float(), method)
     return replace(graph, x=x.contiguous(), edge_index=edge_index, feature_norm=method)

@@ -16,6 +16,8 @@ import torch_geometric.nn as pyg_nn
 from torch import Tensor
 from torch_geometric.typing import Adj, OptPairTensor
 
+from .backends import SAGE_AGGRS
+
 _TRANSPOSE = "_dnrt_transpose"
 
 
@@ -62,14 +64,21 @@ class SparseGCNConv(pyg_nn.GCNConv):
 
 
 class SparseSAGEConv(pyg_nn.SAGEConv):
-    """``torch_geometric.nn.SAGEConv(aggr="mean")`` on a binary ``adj_t``.
-    ``(N, in_dim)`` -> ``(N, out_dim)``."""
+    """``torch_geometric.nn.SAGEConv`` with ``aggr`` mean, max or pool on a binary ``adj_t``.
 
-    def __init__(self, in_dim: int, out_dim: int):
-        super().__init__(in_dim, out_dim, aggr="mean")
+    ``pool`` is Hamilton et al.'s max-pooling: a linear layer and ReLU on every neighbour,
+    then the element-wise max (PyG's ``project=True``). ``(N, in_dim)`` -> ``(N, out_dim)``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, aggr: str = "mean"):
+        if aggr not in SAGE_AGGRS:
+            raise ValueError(f"unknown SAGE aggregator {aggr!r}; valid: {', '.join(SAGE_AGGRS)}")
+        pool = aggr == "pool"
+        super().__init__(in_dim, out_dim, aggr="max" if pool else aggr, project=pool)
 
     def message_and_aggregate(self, adj_t: Adj, x: OptPairTensor) -> Tensor:
-        if isinstance(adj_t, torch.Tensor) and adj_t.layout == torch.sparse_csr:
+        is_csr = isinstance(adj_t, torch.Tensor) and adj_t.layout == torch.sparse_csr
+        if is_csr and self.aggr == "mean":
             degree = adj_t.crow_indices().diff().clamp(min=1).to(x[0].dtype)
             return sparse_matmul(adj_t, x[0]) / degree[:, None]
         return super().message_and_aggregate(adj_t, x)

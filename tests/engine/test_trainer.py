@@ -118,3 +118,38 @@ def test_constant_lr_without_scheduler(tmp_path):
     lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["lr"] == pytest.approx(1e-2)
     run(ToyTask(), {}, tmp_path / "a", resume=True, quiet=True)
+
+
+def _val_losses(out) -> list[float]:
+    return [json.loads(ln)["val_loss"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_select_metric_loss_picks_the_lowest_val_loss(tmp_path):
+    cfg = {"train.epochs": 6, "train.select_metric": "loss", "deterministic": True}
+    summary = run(ToyTask(), cfg, tmp_path / "r", quiet=True)
+    losses = _val_losses(tmp_path / "r")
+    assert summary["select_metric"] == "loss" and not summary["stopped_early"]
+    assert summary["best"]["epoch"] == 1 + losses.index(min(losses))
+    assert summary["best"]["val"]["loss"] == min(losses)
+
+
+def test_patience_stops_after_that_many_evaluations_without_improvement(tmp_path):
+    cfg = {
+        "train.epochs": 30,
+        "train.lr": 0.3,  # large steps: the val loss stops improving within a few epochs
+        "train.select_metric": "loss",
+        "train.patience": 2,
+        "deterministic": True,
+    }
+    summary = run(ToyTask(), cfg, tmp_path / "r", quiet=True)
+    losses = _val_losses(tmp_path / "r")
+    best = summary["best"]["epoch"]
+    assert summary["stopped_early"] and summary["epochs"] == len(losses) < 30
+    assert len(losses) == best + 2  # two evaluations without improvement, then stop
+    assert min(losses[best:]) >= losses[best - 1] == min(losses)
+    assert (tmp_path / "r" / "summary.json").is_file()
+
+
+def test_unknown_select_metric_is_one_line_error(tmp_path):
+    with pytest.raises(RunError, match=r"train.select_metric 'auc' is not a metric"):
+        run(ToyTask(), {"train.select_metric": "auc"}, tmp_path / "r", quiet=True)

@@ -14,6 +14,7 @@ from dnrt_core.tools.compare import (
     build_table,
     load_summaries,
     plan_sweep,
+    preset_trials,
     run_dir_name,
     run_sweep,
 )
@@ -156,6 +157,28 @@ def test_plan_sweep(tmp_path: Path) -> None:
         plan_sweep("image", ["gelu", "dnrtt"], MODELS, 1, tmp_path)
     with pytest.raises(ValueError, match="swept keys"):
         plan_sweep("image", ["gelu"], MODELS, 1, tmp_path, {"seed": 3})
+
+
+def test_plan_sweep_over_preset_trials(tmp_path: Path) -> None:
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(
+        "task: graph\ntrials:\n  data.split_seed: [3407, 3417, 3427]\n  seed: [3407, 3417, 3427]\n"
+    )
+    trials = preset_trials(preset)
+    assert trials == [{"data.split_seed": s, "seed": s} for s in (3407, 3417, 3427)]
+    plan = plan_sweep("graph", ["relu", "dnrt"], ["gcn"], None, tmp_path, {}, trials=trials)
+    assert [p.name for p in plan[:3]] == ["gcn__relu__t0", "gcn__relu__t1", "gcn__relu__t2"]
+    assert [(p.trial, p.seed) for p in plan[3:]] == [(0, 3407), (1, 3417), (2, 3427)]
+    assert plan[4].overrides["data.split_seed"] == 3417 and plan[4].overrides["mech.arr"]
+    first_two = plan_sweep("graph", ["relu"], ["gcn"], 2, tmp_path, trials=trials)
+    assert [p.name for p in first_two] == ["gcn__relu__t0", "gcn__relu__t1"]
+    with pytest.raises(ValueError, match="trials may not set the swept keys"):
+        plan_sweep("graph", ["relu"], ["gcn"], None, tmp_path, trials=[{"mech.act": "gelu"}])
+    (tmp_path / "none.yaml").write_text("task: graph\n")
+    assert preset_trials(tmp_path / "none.yaml") is None
+    (tmp_path / "bad.yaml").write_text("trials:\n  seed: [1, 2]\n  data.split_seed: [1]\n")
+    with pytest.raises(ValueError, match="lists of one length"):
+        preset_trials(tmp_path / "bad.yaml")
 
 
 def test_run_sweep_resume_logic(tmp_path: Path) -> None:

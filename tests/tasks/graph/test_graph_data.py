@@ -10,7 +10,15 @@ import torch
 
 from tasks.common.vision import DataError
 from tasks.graph.datasets import AMAZON_UNLABELLED, load_graph
-from tasks.graph.graph_data import coalesce_edges, prepare, stratified_split
+from tasks.graph.graph_data import (
+    check_split_ratios,
+    coalesce_edges,
+    prepare,
+    ratio_split,
+    resplit,
+    set_self_loops,
+    stratified_split,
+)
 from tasks.graph.synthetic import make_fraud_graph
 
 OPTS = {"data_seed": 0, "split": 0, "relation": "homo"}
@@ -110,6 +118,47 @@ def write_dgraphfin(path, n: int = 400, drop: str | None = None, seed: int = 0) 
         arrays.pop(drop)
     np.savez(path / "dgraphfin.npz", **arrays)
     return arrays
+
+
+def test_ratio_split_carves_as_gadbench():
+    labels = (np.arange(1000) % 5 == 0).astype(np.int64)  # 20 % positive
+    candidates = np.arange(1000)
+    train, val, test = ratio_split(labels, candidates, (0.4, 0.2, 0.4), seed=3407)
+    assert (len(train), len(val), len(test)) == (400, 200, 400)  # val = int(n · 0.2) nodes
+    assert np.array_equal(np.sort(np.concatenate([train, val, test])), candidates)
+    assert [int(labels[s].sum()) for s in (train, val, test)] == [80, 40, 80]  # stratified
+    again = ratio_split(labels, candidates, (0.4, 0.2), seed=3407)  # test share implied
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again, strict=True))
+    other = ratio_split(labels, candidates, (0.4, 0.2), seed=3417)
+    assert not np.array_equal(train, other[0])
+
+
+@pytest.mark.parametrize("bad", [[0.5], [0.5, 0.5], [0.5, 0.25, 0.5], [0, 0.2], "0.5,0.25"])
+def test_split_ratios_rejected(bad):
+    with pytest.raises(ValueError, match="data.split_ratios"):
+        check_split_ratios(bad)
+
+
+def test_resplit_covers_the_target_nodes_only():
+    g = make_fraud_graph(3000, background_rate=0.5, fraud_rate=0.1, seed=0)
+    r = resplit(g, [0.5, 0.25, 0.25], 7)
+    targets = g.is_target().nonzero().view(-1)
+    allidx = torch.cat([r.train_idx, r.val_idx, r.test_idx]).sort().values
+    assert torch.equal(allidx, targets)  # background nodes never enter a split
+    assert len(r.train_idx) == int(0.5 * len(targets))  # scikit-learn floors the train share
+    assert r.info["split_ratios"] == [0.5, 0.25, 0.25] and r.info["split_seed"] == 7
+
+
+def test_self_loops_keep_add_remove():
+    ei = torch.tensor([[0, 1, 1, 2, 2], [1, 0, 1, 2, 2]])  # node 1 once, node 2 twice
+    assert torch.equal(set_self_loops(ei, 4, "keep"), ei)
+    removed = set_self_loops(ei, 4, "remove")
+    assert bool((removed[0] != removed[1]).all()) and removed.shape[1] == 2
+    added = coalesce_edges(set_self_loops(ei, 4, "add"), 4, undirected=False)
+    loops = added[:, added[0] == added[1]]
+    assert loops[0].tolist() == [0, 1, 2, 3]  # exactly one per node, isolated node 3 too
+    with pytest.raises(ValueError, match="self_loops"):
+        set_self_loops(ei, 4, "twice")
 
 
 def test_dgraphfin_loader(tmp_path):
@@ -239,6 +288,16 @@ def test_real_tolokers_official_splits(real_data):
     assert prepare(g, to_undirected=True, feature_norm="auto").num_edges == 1_038_000
     with pytest.raises(DataError, match=r"\[0, 10\)"):
         load_graph("tolokers", real_data, {**OPTS, "split": 10})
+
+
+def test_real_tolokers_gadbench_split(real_data):
+    """GADBench's Tolokers split of trial 0 (50/25/25, seed 3407): sizes and the first node ids
+    its own preprocessing code (preprocess.ipynb ``Dataset.split``) gives on this file."""
+    g = load_graph("tolokers", real_data / "graphs", OPTS)
+    r = resplit(g, [0.5, 0.25, 0.25], 3407)
+    assert (len(r.train_idx), len(r.val_idx), len(r.test_idx)) == (5879, 2939, 2940)
+    assert r.val_idx[:6].tolist() == [3, 23, 28, 30, 43, 45]
+    assert r.test_idx[:6].tolist() == [10, 11, 13, 16, 24, 25]
 
 
 @pytest.mark.parametrize(

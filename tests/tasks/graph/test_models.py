@@ -84,7 +84,7 @@ def test_every_mechanism_trains_full_batch(model, act, arr):
         assert all(bool(m.initialized.all()) for m in memories)
         assert memories[0].memory.shape == (2, 16)
     metrics = task.evaluate(built.model, built.data, "val", CPU)
-    assert set(metrics) == {"auc", "ap", "top1", "loss"}
+    assert set(metrics) == {"auc", "ap", "reck", "top1", "loss"}
 
 
 def test_arr_uses_training_nodes_only():
@@ -102,13 +102,14 @@ def test_arr_uses_training_nodes_only():
 # --------------------------------------------------------------------------- backends
 
 
-def _graph_and_models(model: str, undirected: bool, seed: int = 0):
+def _graph_and_models(model: str, undirected: bool, seed: int = 0, **extra):
     task, cfg = make_cfg(
         **{
             "model.name": model,
             "data.to_undirected": undirected,
             "model.batch_norm": True,
             "model.num_layers": 3,
+            **extra,
         }
     )
     out = {}
@@ -120,10 +121,20 @@ def _graph_and_models(model: str, undirected: bool, seed: int = 0):
     return task, out
 
 
-@pytest.mark.parametrize("model", ["gcn", "sage"])
+VARIANTS = [
+    ("gcn", {}),
+    ("sage", {}),
+    ("gcn", {"model.head": "linear"}),
+    ("sage", {"model.aggr": "max"}),
+    ("sage", {"model.aggr": "pool", "model.head": "linear", "data.self_loops": "add"}),
+    ("sage", {"model.aggr": "pool", "model.init": "dgl"}),
+]
+
+
+@pytest.mark.parametrize(("model", "extra"), VARIANTS, ids=lambda v: str(v))
 @pytest.mark.parametrize("undirected", [True, False])
-def test_pyg_dgl_same_seed_same_weights_and_logits(model, undirected):
-    task, built = _graph_and_models(model, undirected)
+def test_pyg_dgl_same_seed_same_weights_and_logits(model, extra, undirected):
+    task, built = _graph_and_models(model, undirected, **extra)
     (pdata, pyg), (ddata, dgl_model) = built["pyg"], built["dgl"]
     ps, ds = pyg.state_dict(), dgl_model.state_dict()
     assert list(ps) == list(ds) and all(ps[k].shape == ds[k].shape for k in ps)
@@ -148,6 +159,57 @@ def test_pyg_dgl_copied_weights_after_training(model):
     for split in ("val", "test"):
         m = [task.evaluate(built[b].model, built[b].data, split, CPU) for b in ("pyg", "dgl")]
         assert abs(m[0]["auc"] - m[1]["auc"]) < 1e-6
+
+
+@pytest.mark.parametrize("aggr", ["mean", "max", "pool"])
+def test_sage_aggregators_match_pyg_edge_list_sageconv(aggr):
+    from torch_geometric.nn import SAGEConv
+
+    from tasks.graph.backends import adjacency_t
+
+    torch.manual_seed(0)
+    edge_index = torch.randint(0, 40, (2, 200))
+    edge_index = edge_index[:, edge_index[1] < 35]  # nodes 35..39 have no in-edges
+    x = torch.randn(40, 6, requires_grad=True)
+    ours = get_backend("pyg").conv("sage", 6, 5, aggr)
+    ref = SAGEConv(6, 5, aggr="max" if aggr == "pool" else aggr, project=aggr == "pool")
+    ref.load_state_dict(ours.state_dict())
+    # the sparse adjacency merges duplicate edges, so compare with the coalesced edge list
+    simple = torch.unique(edge_index, dim=1)
+    a = ours(x, adjacency_t(edge_index, 40, gcn=False))
+    b = ref(x, simple)
+    assert torch.allclose(a, b, atol=1e-5)
+    (ga,) = torch.autograd.grad(a.square().sum(), x)
+    (gb,) = torch.autograd.grad(b.square().sum(), x)
+    assert torch.allclose(ga, gb, atol=1e-5)
+
+
+def test_linear_head_after_every_activated_conv():
+    for model in ("gcn", "sage"):
+        gnn = GNN(get_backend("pyg"), model, 8, 16, 2, num_layers=2, head="linear", aggr="pool")
+        assert len(gnn.hidden) == 2 and isinstance(gnn.head, torch.nn.Linear)
+        assert gnn.head.in_features == 16 and gnn.head.out_features == 2
+    task, cfg = make_cfg(**{"model.head": "linear", "mech.act": "dpa", "model.num_layers": 2})
+    built = build(task, cfg, CPU)
+    assert built.model.report.dpa_sites == ["hidden.0.act", "hidden.1.act"]  # both convs
+    with pytest.raises(ValueError, match="model.head"):
+        GNN(get_backend("pyg"), "gcn", 8, 16, 2, head="mlp")
+
+
+def test_dgl_init_is_xavier_with_relu_gain_for_sage_only():
+    import math
+
+    torch.manual_seed(0)
+    sage = GNN(get_backend("pyg"), "sage", 10, 32, 2, head="linear", aggr="pool", init="dgl")
+    w = sage.hidden[0].conv.lin_l.weight  # (32, 10)
+    xavier = math.sqrt(2.0) * math.sqrt(6.0 / (10 + 32))
+    assert w.abs().max() <= xavier and w.abs().max() > 1 / math.sqrt(10)  # wider than PyG's
+    assert sage.hidden[0].conv.lin.weight.abs().max() > 1 / math.sqrt(10)
+    torch.manual_seed(0)
+    gcn = GNN(get_backend("pyg"), "gcn", 10, 32, 2, init="dgl")
+    torch.manual_seed(0)
+    plain = GNN(get_backend("pyg"), "gcn", 10, 32, 2)
+    assert torch.equal(gcn.hidden[0].conv.lin.weight, plain.hidden[0].conv.lin.weight)
 
 
 def test_gnn_layout_for_tune():

@@ -12,6 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from dnrt_core.engine import build, resolve_config, run
 from dnrt_core.engine.config import build_config
+from dnrt_core.tools.compare import preset_trials
 from tasks.graph import GraphTask
 from tasks.graph.metrics import node_metrics
 
@@ -34,6 +35,7 @@ def test_auc_ap_match_sklearn_on_tiny_example():
     assert m["ap"] == pytest.approx(average_precision_score(labels.numpy(), fraud_prob))
     assert m["auc"] == pytest.approx(7 / 9)  # 7 of the 9 (fraud, normal) pairs ranked right
     assert m["top1"] == pytest.approx(100 * 4 / 6)
+    assert m["reck"] == pytest.approx(2 / 3)  # K = 3 frauds; the top 3 hold 2 of them
     assert m["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)))
 
 
@@ -65,6 +67,12 @@ def test_validate_config_one_line_errors():
         "1 hops but model.num_layers is 2",
     )
     check({"data.feature_norm": "l2"}, "unknown feature_norm")
+    check({"model.head": "mlp"}, "unknown model.head 'mlp'")
+    check({"model.aggr": "lstm"}, "unknown model.aggr 'lstm'")
+    check({"model.init": "xavier"}, "unknown model.init 'xavier'")
+    check({"data.self_loops": "yes"}, "unknown self_loops 'yes'")
+    check({"data.split_ratios": [0.5, 0.6]}, "data.split_ratios must be")
+    check({"data.split_seed": "a"}, "data.split_seed must be an integer")
 
 
 def test_primary_metric_follows_the_data(real_data):
@@ -100,7 +108,7 @@ def test_engine_run_synthetic_dnrt(tmp_path):
     overrides = {**TINY, "train.epochs": 4, "mech.act": "raa", "mech.arr": True}
     summary = run(GraphTask(), overrides, tmp_path / "run", quiet=True)
     assert summary["primary_metric"] == "auc" and summary["mechanism"] == "dnrt"
-    assert set(summary["final"]) == {"auc", "ap", "top1", "loss"}
+    assert set(summary["final"]) == {"auc", "ap", "reck", "top1", "loss"}
     assert 0.0 <= summary["final"]["auc"] <= 1.0
     assert summary["dataset"] == "synthetic" and summary["num_nodes"] == 1500
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -140,9 +148,33 @@ def test_engine_run_cora_learns(real_data, tmp_path):
 )
 def test_configs_resolve(path):
     cfg = resolve_config(GraphTask(), {}, path)
-    dataset, model = path.stem.split("_")[1:3]
+    parts = path.stem.split("_")[1:]
+    if parts[0] == "gadbench":  # one protocol preset per data set, for every model
+        assert cfg["data"]["dataset"] == parts[1] and cfg["data"]["split_ratios"]
+        trials = preset_trials(path)
+        assert [t["seed"] for t in trials] == [3407 + 10 * t for t in range(10)]
+        assert all(t["data.split_seed"] == t["seed"] for t in trials)
+        return
+    dataset, model = parts[:2]
     assert cfg["task"] == "graph" and cfg["data"]["dataset"] == dataset
     assert cfg["model"]["name"] == model
+
+
+@pytest.mark.parametrize("dataset", ["tolokers", "reddit"])
+def test_gadbench_preset_trains(real_data, tmp_path, dataset):
+    """One short trial of the preset: its split, Rec@K and validation-AUPRC selection."""
+    config = REPO / "configs" / f"graph_gadbench_{dataset}.yaml"
+    overrides = {"data.data_dir": str(real_data / "graphs"), "train.epochs": 3}
+    overrides["model.name"] = "sage"
+    summary = run(GraphTask(), overrides, tmp_path / "r", config_file=config, quiet=True)
+    n = summary["num_nodes"]
+    train, val, test = (summary["split_sizes"][s] for s in ("train", "val", "test"))
+    ratios = {"tolokers": (0.5, 0.25), "reddit": (0.4, 0.2)}[dataset]
+    assert (train, val) == (int(n * ratios[0]), int(n * ratios[1])) and train + val + test == n
+    assert summary["select_metric"] == "ap" and summary["split_seed"] == 3407
+    assert 0.0 <= summary["best"]["test"]["reck"] <= 1.0
+    aps = [json.loads(ln)["val_ap"] for ln in (tmp_path / "r" / "metrics.jsonl").open()]
+    assert summary["best"]["epoch"] == 1 + aps.index(max(aps))
 
 
 def test_cli_train_graph(tmp_path):
@@ -177,3 +209,22 @@ def test_cli_train_graph(tmp_path):
         ["train", "graph", "--dataset", "reddit", "--epochs", "1", "--out", str(tmp_path / "bad")],
     )
     assert bad.exit_code == 2 and "--data-dir" in bad.output
+
+
+@pytest.mark.parametrize("model", ["gcn", "sage"])
+def test_dpa_channel_loss_acts_on_gcn_and_sage(model, tmp_path):
+    """Under the GADBench preset's model form (linear head, SAGE pool, no dropout), on a graph
+    where the ReLU baseline learns, DPA's channel loss (the logged aux loss) is non-zero at
+    some step and the run differs from the ReLU run."""
+    preset = resolve_config(GraphTask(), {}, REPO / "configs" / "graph_gadbench_reddit.yaml")
+    form = {f"model.{k}": preset["model"][k] for k in ("head", "aggr", "dropout", "num_layers")}
+    base = {**TINY, **form, "model.name": model, "train.epochs": 12, "train.class_weight": True}
+    logs = {}
+    for act in ("relu", "dpa"):
+        summary = run(GraphTask(), {**base, "mech.act": act}, tmp_path / act, quiet=True)
+        lines = (tmp_path / act / "metrics.jsonl").read_text().splitlines()
+        logs[act] = [json.loads(ln) for ln in lines]
+        if act == "relu":
+            assert summary["best"]["val"]["auc"] > 0.65  # the baseline learns
+    assert max(r["train_aux_loss"] for r in logs["dpa"]) > 0.0
+    assert [r["val_auc"] for r in logs["dpa"]] != [r["val_auc"] for r in logs["relu"]]
