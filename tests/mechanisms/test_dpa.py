@@ -9,21 +9,7 @@ import torch
 from torch import nn
 
 from dnrt_core import tune
-from dnrt_core.mechanisms import arr as arr_module
 from dnrt_core.mechanisms.dpa import DPA, TAU, channel_loss, tau_activation
-
-#: the recurrence's three paths (see tests of ARR): the C kernel, the log-depth scan, the rank loop
-PATHS = {"kernel": None, "scan": 0, "ranks": 10**9}
-
-
-@pytest.fixture(params=sorted(PATHS))
-def path(request, monkeypatch):
-    if request.param == "kernel":
-        request.getfixturevalue("cpu_kernel_library")
-    else:
-        monkeypatch.setenv("DNRT_CPU_KERNELS", "0")
-        monkeypatch.setattr(arr_module, "RANK_LOOP_MAX", PATHS[request.param])
-    return request.param
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
