@@ -362,7 +362,7 @@ class TrainCommands(TaskCommands):
 
 train_app = typer.Typer(
     cls=TrainCommands,
-    help="Train a task: `dnrt train TASK [options]`; `dnrt train TASK --help` lists the "
+    help="Train a task: `dnrt train TASK --epochs 2 ...`; `dnrt train TASK --help` lists the "
     "shared options and the task's own.",
     no_args_is_help=True,
     add_completion=False,
@@ -409,8 +409,10 @@ def export_cmd(
         str | None, typer.Option(help="Folder holding the dataset (for the example batch).")
     ] = None,
 ) -> None:
-    """Export a saved run's model for inference (eval mode, batch size dynamic) and check it
-    against the eager model on a training batch."""
+    """Export a saved run's model for inference (ONNX or torch.export).
+
+    The model is exported in eval mode with a dynamic batch size and checked against the
+    eager model on a training batch."""
     from dnrt_core.tools.export import export_run
 
     path, diff = export_run(
