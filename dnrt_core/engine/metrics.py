@@ -74,3 +74,9 @@ def binary_auc_ap(scores: np.ndarray | torch.Tensor, labels: np.ndarray | torch.
         "auc": float(roc_auc_score(labels, scores)),
         "ap": float(average_precision_score(labels, scores)),
     }
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` is better (losses and error rates)."""
+    m = metric.lower()
+    return "loss" in m or "err" in m

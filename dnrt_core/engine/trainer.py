@@ -52,6 +52,7 @@ from .config import ConfigError, build_config, dump_yaml, get, load_yaml, set_ke
 from .data import indices_sha256
 from .data_checks import check_task_data
 from .diagnostics import Diagnostics
+from .metrics import lower_is_better
 from .optim import build_optimizer, build_scheduler, scheduler_index
 from .plugins import load_task
 from .run_dir import RunDir, check_out_arg
@@ -516,7 +517,7 @@ def is_improvement(value: Any, best: float | None, metric: str) -> bool:
         return False
     if best is None:
         return True
-    return value < best if "loss" in metric else value > best
+    return value < best if lower_is_better(metric) else value > best
 
 
 def memories_in_sync(model: Tuned) -> bool:

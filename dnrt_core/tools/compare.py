@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engine.metrics import lower_is_better
 from ..mechanisms.names import check_mechanism, mechanism_sort_key, normalize
 
 #: files a run writes; a folder without ``last.pt`` has nothing to resume, these are cleared
@@ -235,11 +236,6 @@ def load_summaries(directory: str | Path) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- tables
-
-
-def lower_is_better(metric: str) -> bool:
-    m = metric.lower()
-    return "loss" in m or "err" in m
 
 
 @dataclass
