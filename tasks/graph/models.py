@@ -32,19 +32,44 @@ ARR_SITES = "hidden.*"
 DPA_SITES = "hidden.*.act"
 #: the classifier after the hidden layers: a graph conv (Kipf & Welling) or a linear layer
 HEADS = ("conv", "linear")
-#: weight initialisations: PyG's layers, or DGL's (differs for SAGE only, see dgl_sage_init_)
+#: weight initialisations: PyG's layers, or DGL's draws in DGL's order (see dgl_init_)
 INITS = ("pyg", "dgl")
 
 
-def dgl_sage_init_(conv: nn.Module) -> None:
-    """Re-initialise a SAGE conv's weights as DGL's ``SAGEConv`` does: Xavier-uniform with the
-    ReLU gain (PyG: Kaiming-uniform, a = sqrt(5), i.e. about 2.4x narrower for 10 inputs).
-    Biases keep their (same in both libraries) default. GCN's inits already agree."""
+def dgl_init_(convs: list[nn.Module], head: nn.Module, model: str) -> None:
+    """Redraw the weights with DGL's draws, in DGL's order, from the current RNG state.
+
+    GADBench builds its GCN / GraphSAGE from DGL's ``GraphConv`` / ``SAGEConv`` and an
+    ``nn.Linear`` head. Replaying their construction (the same tensors, shapes and init calls,
+    layer by layer) on our parameters means that a seed gives GADBench's initial weights
+    exactly. DGL's ``GraphConv`` draws Xavier-uniform on an ``(in, out)`` weight (stored here
+    transposed); ``SAGEConv`` builds ``fc_pool`` (pool only), ``fc_neigh`` (no bias) and
+    ``fc_self`` as ``nn.Linear`` layers, then redraws their weights Xavier-uniform with the
+    ReLU gain (PyG: Kaiming-uniform, a = sqrt(5), about 2.4x narrower for 10 inputs). DGL's
+    ``fc_self`` bias is our ``lin_l`` bias: both are added to the same sum.
+    """
     gain = nn.init.calculate_gain("relu")
-    for name in ("lin", "lin_l", "lin_r"):
-        lin = getattr(conv, name, None)
-        if lin is not None:
-            nn.init.xavier_uniform_(lin.weight, gain=gain)
+    with torch.no_grad():
+        for conv in [*convs, head]:
+            if isinstance(conv, nn.Linear):
+                conv.reset_parameters()  # the same draws as constructing it
+            elif model == "gcn":
+                weight = nn.init.xavier_uniform_(torch.empty(conv.lin.weight.shape[::-1]))
+                conv.lin.weight.copy_(weight.T)
+                conv.bias.zero_()
+            else:
+                out, fan_in = conv.lin_r.weight.shape
+                pool = nn.Linear(fan_in, fan_in) if hasattr(conv, "lin") else None
+                neigh, root = nn.Linear(fan_in, out, bias=False), nn.Linear(fan_in, out)
+                if pool is not None:
+                    nn.init.xavier_uniform_(pool.weight, gain=gain)
+                    conv.lin.weight.copy_(pool.weight)
+                    conv.lin.bias.copy_(pool.bias)
+                nn.init.xavier_uniform_(root.weight, gain=gain)
+                nn.init.xavier_uniform_(neigh.weight, gain=gain)
+                conv.lin_l.weight.copy_(neigh.weight)
+                conv.lin_l.bias.copy_(root.bias)
+                conv.lin_r.weight.copy_(root.weight)
 
 
 class GNNLayer(nn.Module):
@@ -74,7 +99,8 @@ class GNN(nn.Module):
         act_layer: factory of the hidden activations (``tune`` swaps them for the mechanism).
         head: ``conv`` (a graph conv to K) or ``linear`` (an ``nn.Linear`` to K).
         aggr: GraphSAGE's neighbour aggregator, ``mean``, ``max`` or ``pool``.
-        init: ``pyg`` (the layers' own) or ``dgl`` (:func:`dgl_sage_init_` for SAGE convs).
+        init: ``pyg`` (the layers' own) or ``dgl`` (:func:`dgl_init_`: DGL's draws, so a seed
+            gives the initial weights of GADBench's DGL models).
     """
 
     def __init__(
@@ -99,6 +125,7 @@ class GNN(nn.Module):
             raise ValueError(f"unknown model.head {head!r}; valid: {', '.join(HEADS)}")
         if init not in INITS:
             raise ValueError(f"unknown model.init {init!r}; valid: {', '.join(INITS)}")
+        rng_state = torch.random.get_rng_state()  # init="dgl" redraws from here
         self.model_name = model
         self.num_classes = num_classes
         self.dropout = float(dropout)
@@ -113,10 +140,9 @@ class GNN(nn.Module):
         else:
             self.head = backend.conv(model, dims[-1], num_classes, aggr)
         self.head_kind = head
-        if init == "dgl" and model == "sage":
-            for conv in [layer.conv for layer in self.hidden] + [self.head]:
-                if not isinstance(conv, nn.Linear):
-                    dgl_sage_init_(conv)
+        if init == "dgl":
+            torch.random.set_rng_state(rng_state)
+            dgl_init_([layer.conv for layer in self.hidden], self.head, model)
 
     def forward(self, x: torch.Tensor, graph: Any) -> torch.Tensor:
         for layer in self.hidden:
