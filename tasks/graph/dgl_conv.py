@@ -2,8 +2,8 @@
 shapes, order and initialisation, so a state_dict moves between backends and, for the same seed,
 both give the same weights and (up to float rounding) the same outputs.
 
-Propagation is DGL's ``GraphConv`` without weights (``norm="none"`` with explicit
-edge weights for GCN, ``norm="right"`` = neighbour mean for SAGE); SAGE's max and pool
+Propagation is DGL's ``GraphConv`` without weights (``norm="none"``, the GCN normalisation
+applied as node scalings, for GCN; ``norm="right"`` = neighbour mean for SAGE); SAGE's max and pool
 use ``update_all`` with a max reducer.
 """
 
@@ -20,14 +20,12 @@ GCN_NORM = "gcn_norm"
 
 
 def gcn_graph(g: dgl.DGLGraph) -> dgl.DGLGraph:
-    """``g`` with exactly one self-loop per node and the GCN edge weight
-    ``d_dst^-1/2 · d_src^-1/2`` (d = in-degree incl. the loop, as PyG's ``gcn_norm``)
-    in ``edata["gcn_norm"]``."""
+    """``g`` with exactly one self-loop per node and ``ndata["gcn_norm"]`` = ``d^-1/2``
+    (d = in-degree incl. the loop, as PyG's ``gcn_norm``): edge ``j -> i`` weighs
+    ``d_j^-1/2 · d_i^-1/2``."""
     g = dgl.add_self_loop(dgl.remove_self_loop(g))
     deg = g.in_degrees().float()
-    dinv = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
-    src, dst = g.edges()
-    g.edata[GCN_NORM] = dinv[src] * dinv[dst]
+    g.ndata[GCN_NORM] = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
     return g
 
 
@@ -52,9 +50,12 @@ class DGLGCNConv(nn.Module):
         nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor, g: dgl.DGLGraph) -> torch.Tensor:
-        if GCN_NORM not in g.edata:
+        if GCN_NORM not in g.ndata:
             g = gcn_graph(g)
-        return self.propagate(g, self.lin(x), edge_weight=g.edata[GCN_NORM]) + self.bias
+        # the edge weight d_j^-1/2 d_i^-1/2 as two node scalings around an unweighted sum:
+        # DGL's copy-and-sum kernel is about 5x faster on CPU than its weighted one
+        norm = g.ndata[GCN_NORM].unsqueeze(-1)
+        return self.propagate(g, self.lin(x) * norm) * norm + self.bias
 
 
 class DGLSAGEConv(nn.Module):
