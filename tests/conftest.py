@@ -12,6 +12,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (the README's ``-n auto``) every worker, and every CLI process its
+    tests start, runs one intra-op thread: two workers of two threads each on 2 cores spend
+    their time waiting at OpenMP barriers."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def data_root() -> Path | None:
     env = os.environ.get("DNRT_DATA")
     root = Path(env) if env else REPO.parent / "shared" / "data"
