@@ -131,24 +131,20 @@ class GraphTask(Task):
 
     def validate_config(self, cfg: dict[str, Any]) -> None:
         d, m = cfg["data"], cfg["model"]
-        if d["dataset"] not in LOADERS:
-            raise unknown_name_error("graph dataset", d["dataset"], list(LOADERS))
-        if m["name"] not in MODELS:
-            raise unknown_name_error("graph model", m["name"], list(MODELS))
-        if d["backend"] not in BACKENDS:
-            raise unknown_name_error("graph backend", d["backend"], list(BACKENDS))
-        if d["sampler"] not in SAMPLERS:
-            raise unknown_name_error("graph sampler", d["sampler"], list(SAMPLERS))
-        if d["feature_norm"] not in FEATURE_NORMS:
-            raise unknown_name_error("feature_norm", d["feature_norm"], list(FEATURE_NORMS))
-        if d["self_loops"] not in SELF_LOOPS:
-            raise unknown_name_error("self_loops", d["self_loops"], list(SELF_LOOPS))
-        if m["head"] not in HEADS:
-            raise unknown_name_error("model.head", m["head"], list(HEADS))
-        if m["init"] not in INITS:
-            raise unknown_name_error("model.init", m["init"], list(INITS))
-        if m["aggr"] not in SAGE_AGGRS:
-            raise unknown_name_error("model.aggr", m["aggr"], list(SAGE_AGGRS))
+        named = (
+            ("graph dataset", d["dataset"], LOADERS),
+            ("graph model", m["name"], MODELS),
+            ("graph backend", d["backend"], BACKENDS),
+            ("graph sampler", d["sampler"], SAMPLERS),
+            ("feature_norm", d["feature_norm"], FEATURE_NORMS),
+            ("self_loops", d["self_loops"], SELF_LOOPS),
+            ("model.head", m["head"], HEADS),
+            ("model.init", m["init"], INITS),
+            ("model.aggr", m["aggr"], SAGE_AGGRS),
+        )
+        for label, value, valid in named:
+            if value not in valid:
+                raise unknown_name_error(label, value, list(valid))
         if d["split_ratios"] is not None:
             check_split_ratios(d["split_ratios"])
         if d["split_seed"] is not None and not isinstance(d["split_seed"], int):
