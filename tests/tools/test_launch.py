@@ -54,15 +54,22 @@ def test_inline_runs_record_their_launch(tmp_path: Path, toy_plugin, one_thread)
 # --------------------------------------------------------------------------- local workers
 
 
+def _start_two_worker_sweep(out: Path) -> tuple[list[str], subprocess.Popen]:
+    """``dnrt compare image`` of 3 tiny ViT runs with ``--jobs 2`` into ``out``, started in the
+    background with piped output; returns its argv (to run again) and the process."""
+    args = cli("compare", "image", "--acts", "gelu,dnrt,relu", "--models", "vit_tiny",
+                "--out", str(out), "--jobs", "2", *TINY)  # fmt: skip
+    proc = subprocess.Popen(args, cwd=REPO, env=env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    return args, proc
+
+
 @pytest.mark.slow
 def test_jobs_sweep_killed_worker_and_resume(tmp_path: Path) -> None:
     """--jobs 2: a worker killed with SIGKILL is reported in one line while the others
     finish; the same command again skips the finished runs and redoes the killed one."""
     out = tmp_path / "sweep"
-    args = cli("compare", "image", "--acts", "gelu,dnrt,relu", "--models", "vit_tiny",
-                "--out", str(out), "--jobs", "2", *TINY)  # fmt: skip
-    proc = subprocess.Popen(args, cwd=REPO, env=env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    args, proc = _start_two_worker_sweep(out)
     err = []
     victim = None
     for line in proc.stderr:
@@ -96,10 +103,7 @@ def test_jobs_sweep_killed_worker_and_resume(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_stops_every_worker(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    args = cli("compare", "image", "--acts", "gelu,dnrt,relu", "--models", "vit_tiny",
-                "--out", str(out), "--jobs", "2", *TINY)  # fmt: skip
-    proc = subprocess.Popen(args, cwd=REPO, env=env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    _, proc = _start_two_worker_sweep(out)
     pids = []
     err = []
     for line in proc.stderr:
