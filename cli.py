@@ -15,6 +15,10 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import click
+
     from dnrt_core.engine import ConfigOption, Task
 
 app = typer.Typer(
@@ -257,10 +261,9 @@ class TaskCommand(TyperCommand):
 
 class TaskCommands(TyperGroup):
     """A subcommand per registered task (``dnrt.tasks`` entry points), built on use from the
-    shared options and the task's own; subclasses define :meth:`make`."""
+    shared options and the task's own by :attr:`make_command` (set by :func:`_add_task_group`)."""
 
-    def make(self, name: str, task: Task):
-        raise NotImplementedError
+    make_command: Callable[[str, Task], click.Command]
 
     def list_commands(self, ctx) -> list[str]:
         from dnrt_core.engine.plugins import discover
@@ -276,7 +279,16 @@ class TaskCommands(TyperGroup):
             if name not in discover():  # unknown name: "did you mean ..."
                 _fail(str(exc))
             return _broken_task_command(name, str(exc))
-        return self.make(name, task)
+        return type(self).make_command(name, task)
+
+
+def _add_task_group(
+    name: str, help_text: str, make_command: Callable[[str, Task], click.Command]
+) -> None:
+    """Add ``dnrt NAME TASK``: a group whose subcommand for each task is ``make_command``'s."""
+    group = type(f"{name.title()}Commands", (TaskCommands,), {"make_command": make_command})
+    sub_app = typer.Typer(cls=group, help=help_text, no_args_is_help=True, add_completion=False)
+    app.add_typer(sub_app, name=name)
 
 
 def _command(name: str, help_text: str, func, cls=TaskCommand, **settings):
@@ -355,19 +367,12 @@ def _train_command(name: str, task: Task):
     return _command(name, help_text, train)
 
 
-class TrainCommands(TaskCommands):
-    def make(self, name: str, task: Task):
-        return _train_command(name, task)
-
-
-train_app = typer.Typer(
-    cls=TrainCommands,
-    help="Train a task: `dnrt train TASK --epochs 2 ...`; `dnrt train TASK --help` lists the "
+_add_task_group(
+    "train",
+    "Train a task: `dnrt train TASK --epochs 2 ...`; `dnrt train TASK --help` lists the "
     "shared options and the task's own.",
-    no_args_is_help=True,
-    add_completion=False,
+    _train_command,
 )
-app.add_typer(train_app, name="train")
 
 
 # --------------------------------------------------------------------------- eval
@@ -588,19 +593,12 @@ def _launch(task_name, plan, out, config, base, *, jobs, launcher, slurm_partiti
     return result.summaries, result.failed
 
 
-class CompareCommands(TaskCommands):
-    def make(self, name: str, task: Task):
-        return _compare_command(name, task)
-
-
-compare_app = typer.Typer(
-    cls=CompareCommands,
-    help="Run a mechanism × model × seed sweep on a task and print the paper-style table: "
+_add_task_group(
+    "compare",
+    "Run a mechanism × model × seed sweep on a task and print the paper-style table: "
     "`dnrt compare TASK --acts gelu,dnrt --models vit_tiny`.",
-    no_args_is_help=True,
-    add_completion=False,
+    _compare_command,
 )
-app.add_typer(compare_app, name="compare")
 
 
 # --------------------------------------------------------------------------- profile
