@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -55,6 +56,23 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, num_clas
         "top5": 100.0 * top5 / n,
         "per_class": [round(float(v), 4) for v in per_class],
     }
+
+
+def collapsed_class(per_class: Any, threshold: float = 1.0) -> int | None:
+    """The one class a collapsed classifier still gets right, or None.
+
+    ``per_class`` is per-class accuracy in percent (NaN = class absent). A split is called
+    collapsed when it has at least 3 classes present and every class but one is below
+    ``threshold`` percent: the model predicts (almost) one class whatever the input, as a
+    network that outputs the class prior does.
+    """
+    if not isinstance(per_class, (list, tuple)):
+        return None
+    present = [(k, float(v)) for k, v in enumerate(per_class) if not math.isnan(float(v))]
+    if len(present) < 3:
+        return None
+    above = [k for k, v in present if v >= threshold]
+    return above[0] if len(above) == 1 else None
 
 
 def evaluate_classification(model, loader, to_inputs, num_classes: int) -> dict:

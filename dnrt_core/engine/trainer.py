@@ -52,7 +52,7 @@ from .config import ConfigError, build_config, dump_yaml, get, load_yaml, set_ke
 from .data import indices_sha256
 from .data_checks import check_task_data
 from .diagnostics import Diagnostics
-from .metrics import lower_is_better
+from .metrics import collapsed_class, lower_is_better
 from .optim import build_optimizer, build_scheduler, scheduler_index
 from .plugins import load_task
 from .run_dir import RunDir, check_out_arg
@@ -280,6 +280,7 @@ class Trainer:
         self.best_value: float | None = None
         self.select_metric = str(tcfg.get("select_metric") or built.task.primary_metric)
         self.bad_evals = 0  # evaluations since the last improvement (train.patience)
+        self.collapsed_evals = 0  # evaluations in a row that predict one class
         self.stopped_early = False
         self.best: dict[str, Any] = {}
         self.train_time = 0.0
@@ -463,6 +464,7 @@ class Trainer:
                             f"train.select_metric {metric!r} is not a metric of the {select} "
                             f"split; valid: {', '.join(sorted(_scalars(val)))}"
                         )
+                    self._check_collapse(val, select)
                     improved = is_improvement(val[metric], self.best_value, metric)
                     self.bad_evals = 0 if improved else self.bad_evals + 1
                     if patience is not None and self.bad_evals >= int(patience):
@@ -491,6 +493,25 @@ class Trainer:
                     if self.stopped_early:
                         print(f"early stop: no better val {metric} in {patience} evaluations")
         return last_eval
+
+    def _check_collapse(self, metrics: dict[str, Any], split: str) -> None:
+        """Warn once (stderr) when two evaluations in a row predict one class."""
+        cls = collapsed_class(metrics.get("per_class"))
+        self.collapsed_evals = self.collapsed_evals + 1 if cls is not None else 0
+        if self.collapsed_evals != 2 or not is_main_process():
+            return
+        message = (
+            f"warning: epoch {self.epoch}: the model predicts one class on the {split} split "
+            f"(only class {cls} is above 1 % accuracy) for 2 evaluations in a row"
+        )
+        tcfg = self.cfg["train"]
+        if self.cfg["mech"].get("act") == "raa" and not int(tcfg.get("warmup_epochs") or 0):
+            message += (
+                f"; RAA with {tcfg['opt']} at lr {float(tcfg['lr']):g} and no warm-up does "
+                "this when its weights blow up (docs/results.md, 'Bigger budget, CNNs'): "
+                "set train.warmup_epochs, e.g. 5"
+            )
+        print(message, file=sys.stderr, flush=True)
 
     def _save(self, record: dict[str, Any], improved: bool) -> None:
         if not is_main_process():

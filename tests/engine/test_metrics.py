@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dnrt_core import tune
-from dnrt_core.engine.metrics import collect_predictions
+from dnrt_core.engine.metrics import collapsed_class, collect_predictions
 
 
 def _mlp() -> nn.Module:
@@ -28,3 +28,20 @@ def test_eval_forwards_count_for_dpa(count_eval):
     plain = _mlp()
     logits, _ = collect_predictions(plain, batches, lambda b: ((b[0],), b[1]))
     assert logits.shape == (15, 3)
+
+
+@pytest.mark.parametrize(
+    ("per_class", "expected"),
+    [
+        ([100.0, 0.1, 0.0, 0.0], 0),  # the long-tail collapse: class 0 for all but one image
+        ([0.0, 0.0, 99.0], 2),
+        ([100.0, 0.0, float("nan"), 0.0], 0),  # absent classes do not count
+        ([60.0, 30.0, 0.0], None),  # two classes still right
+        ([100.0, 0.0], None),  # binary: one class right is not a collapse signal
+        ([100.0, float("nan"), float("nan")], None),  # fewer than 3 classes present
+        ([0.0, 0.0, 0.0], None),
+        (None, None),  # AUC tasks carry no per-class accuracy
+    ],
+)
+def test_collapsed_class(per_class, expected):
+    assert collapsed_class(per_class) == expected

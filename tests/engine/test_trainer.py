@@ -153,3 +153,33 @@ def test_patience_stops_after_that_many_evaluations_without_improvement(tmp_path
 def test_unknown_select_metric_is_one_line_error(tmp_path):
     with pytest.raises(RunError, match=r"train.select_metric 'auc' is not a metric"):
         run(ToyTask(), {"train.select_metric": "auc"}, tmp_path / "r", quiet=True)
+
+
+class _OneClassTask(ToyTask):
+    """The toy task with a head that always predicts class 0 (zero weights, bias on 0)."""
+
+    def build_model(self, cfg, data):
+        net = super().build_model(cfg, data)
+        with torch.no_grad():
+            net.head.weight.zero_()
+            net.head.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+        return net
+
+
+@pytest.mark.parametrize("act", ["raa", "relu"])
+def test_collapse_to_one_class_warns_once(tmp_path, capsys, act):
+    cfg = {"mech.act": act, "train.epochs": 3, "train.lr": 1e-9, "train.opt": "sgd"}
+    run(_OneClassTask(), cfg, tmp_path / "r", quiet=True)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "predicts one class" in ln]
+    assert len(lines) == 1, lines  # after the 2nd collapsed evaluation only
+    assert lines[0].startswith("warning: epoch 2:") and "only class 0" in lines[0]
+    # the hint names the cause seen on CNNs only for RAA without a warm-up
+    assert ("set train.warmup_epochs" in lines[0]) is (act == "raa")
+    run(_OneClassTask(), {**cfg, "train.warmup_epochs": 1}, tmp_path / "w", quiet=True)
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "predicts one class" in ln]
+    assert "warmup" not in line
+
+
+def test_no_collapse_warning_for_a_trained_model(tmp_path, capsys):
+    run(ToyTask(), {**DNRT, "train.epochs": 3}, tmp_path / "r", quiet=True)
+    assert "predicts one class" not in capsys.readouterr().err
