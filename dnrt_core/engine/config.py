@@ -28,7 +28,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "mech": {
         "act": None,  # None keeps the model's own activation
         "arr": False,
-        "arr_lambda": None,  # None = the family's default (ViT 10, CNN 1, GNN 0.1; see tune)
+        "arr_lambda": None,  # None = the family's default (ViT 10, CNN 1, GNN 0.01; see tune)
         "arr_momentum": 0.1,
         "arr_sites": None,  # globs; None = mech.arr_placement
         "arr_placement": None,  # a named placement (last_stage, every_block, ...); None = default

@@ -118,7 +118,7 @@ ARR_PLACEMENTS: dict[str, tuple[str, ...]] = {
 
 #: ARR weight λ when none is given: the paper's 10 (CIFAR-10) for ViTs; for CNNs and GNNs the
 #: value chosen on validation data (docs/results.md, "ARR placement and λ, chosen on validation")
-DEFAULT_ARR_LAMBDA = {"vit": 10.0, "text": 10.0, "cnn": 1.0, "gnn": 0.1, "generic": 10.0}
+DEFAULT_ARR_LAMBDA = {"vit": 10.0, "text": 10.0, "cnn": 1.0, "gnn": 0.01, "generic": 10.0}
 
 #: what each placement means, for :class:`~dnrt_core.tuning.tuned.TuneReport`
 ARR_PLACEMENT_NOTES = {

@@ -402,13 +402,13 @@ def test_gnn_arr_placements(model, placement, sites):
 
 
 def test_tune_default_arr_on_gnn_is_the_selected_one():
-    """tune(gnn, arr=True): every hidden layer, λ = 0.1 (chosen on Tolokers validation AUC)."""
+    """tune(gnn, arr=True): every hidden layer, λ = 0.01 (chosen on Tolokers validation)."""
     from dnrt_core import tune
 
     gnn = GNN(get_backend("pyg"), "gcn", 8, 16, 2, num_layers=3)
     tuned = tune(gnn, act="raa", arr=True, family="gnn")
-    assert tuned.arr_spec.arr_lambda == 0.1
+    assert tuned.arr_spec.arr_lambda == 0.01
     assert tuned.report.arr_sites == ["hidden.0", "hidden.1"]
-    assert "ARR placement every_layer" in str(tuned.report) and "lambda 0.1" in str(tuned.report)
+    assert "ARR placement every_layer" in str(tuned.report) and "lambda 0.01" in str(tuned.report)
     assert tune(GNN(get_backend("pyg"), "gcn", 8, 16, 2), arr={"arr_lambda": 2.0},
                 family="gnn").arr_spec.arr_lambda == 2.0  # fmt: skip
