@@ -13,6 +13,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from dnrt_core.engine import build, resolve_config, run
 from dnrt_core.engine.config import build_config
 from dnrt_core.tools.compare import preset_trials
+from dnrt_core.tuning.sites import DEFAULT_ARR_LAMBDA
 from tasks.graph import GraphTask
 from tasks.graph.metrics import node_metrics
 
@@ -111,6 +112,7 @@ def test_engine_run_synthetic_dnrt(tmp_path):
     assert set(summary["final"]) == {"auc", "ap", "reck", "top1", "loss"}
     assert 0.0 <= summary["final"]["auc"] <= 1.0
     assert summary["dataset"] == "synthetic" and summary["num_nodes"] == 1500
+    assert summary["arr_lambda"] == DEFAULT_ARR_LAMBDA["gnn"]  # the task defers to tune's default
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4 and "val_auc" in json.loads(lines[-1])
     assert (tmp_path / "run" / "best.pt").exists()
@@ -158,6 +160,7 @@ def test_configs_resolve(path):
     dataset, model = parts[:2]
     assert cfg["task"] == "graph" and cfg["data"]["dataset"] == dataset
     assert cfg["model"]["name"] == model
+    assert cfg["mech"]["arr_lambda"] is None  # the GNN default (tune) applies
 
 
 @pytest.mark.parametrize("dataset", ["tolokers", "reddit"])
