@@ -121,7 +121,6 @@ class GraphTask(Task):
             },
             "mech": {
                 "act": "relu",
-                "arr_lambda": None,  # None: the gnn family default, DEFAULT_ARR_LAMBDA (0.01)
                 "arr_sites": None,  # None: mech.arr_placement (default every_layer = hidden.*)
                 "arr_pool": "node",
                 "dpa_sites": DPA_SITES,
